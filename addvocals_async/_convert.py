@@ -1,0 +1,292 @@
+"""The one place that knows the wire format.
+
+Every rename and format quirk of §2-§5 of the spec lives here, over a single cattrs
+converter: camelCase requests (``callBackUrl`` with a capital B, unset optionals
+omitted), snake_case callbacks except ``callbackType``/``createTime``, camelCase
+record-info with the legacy snake_case ``response.data``, ``param`` as a JSON string,
+``createTime`` as text or epoch milliseconds, ``data`` as ``null`` or ``[]``, and
+unknown fields kept in ``extra`` rather than refused. Parsing is loose; building is strict.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone, tzinfo
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
+
+from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track
+
+__all__ = ["CallbackParseError", "WireFormat", "callback_task_id", "parse_create_time", "wire"]
+
+T = TypeVar("T")
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake_case(name: str) -> str:
+    """``audioUrl`` -> ``audio_url``; snake_case names are returned unchanged."""
+    return _CAMEL.sub(r"_\1", name).lower()
+
+
+def camel_case(name: str) -> str:
+    """``audio_url`` -> ``audioUrl``."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+class CallbackParseError(ValueError):
+    """A callback body is not the documented shape (no JSON object, no task id)."""
+
+
+_EPOCH_SECONDS_LIMIT = 100_000_000_000  # below this a number is seconds, above it milliseconds
+
+
+def parse_create_time(value: object, naive_tz: tzinfo = timezone.utc) -> datetime | None:
+    """Read ``createTime`` in any form seen: epoch milliseconds (number or digits),
+    ``YYYY-MM-DD HH:MM:SS`` (zone-less, read in ``naive_tz``) or ISO 8601. ``None``
+    for anything else: a bad timestamp never loses a track."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.lstrip("-").isdigit():
+            return parse_create_time(int(text), naive_tz)
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=naive_tz)
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+        if abs(seconds) >= _EPOCH_SECONDS_LIMIT:
+            seconds /= 1000.0
+        try:
+            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def _loose_str(value: object, _: object = None) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _loose_float(value: object, _: object = None) -> float | None:
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        result = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return result if result == result else None  # NaN means "unknown"
+
+
+def _loose_int(value: object, _: object = None) -> int | None:
+    number = _loose_float(value)
+    if number is None or number in (float("inf"), float("-inf")):
+        return None
+    return int(number)
+
+
+def callback_task_id(body: Mapping[str, Any]) -> str | None:
+    """The task id of a callback body: ``data.task_id``, then top-level ``taskId``, then
+    ``data.taskId`` (the order §6 gives for kie's signed string)."""
+    data = body.get("data")
+    candidates = []
+    if isinstance(data, Mapping):
+        candidates.append(data.get("task_id"))
+    candidates.append(body.get("taskId"))
+    if isinstance(data, Mapping):
+        candidates.append(data.get("taskId"))
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def _as_list(value: object) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
+
+
+class WireFormat:
+    """The converter between models and wire dicts.
+
+    ``naive_tz`` is the zone given to ``createTime`` values that carry none (the API
+    does not document it; UTC by default).
+    """
+
+    def __init__(self, naive_tz: tzinfo = timezone.utc) -> None:
+        self.naive_tz = naive_tz
+        conv = cattrs.Converter()
+        conv.register_structure_hook(str, _loose_str)
+        conv.register_structure_hook(float | None, _loose_float)
+        conv.register_structure_hook(int | None, _loose_int)
+        conv.register_structure_hook(
+            datetime | None, lambda v, _: parse_create_time(v, self.naive_tz)
+        )
+        conv.register_unstructure_hook(
+            datetime, lambda d: d.isoformat() if d is not None else None
+        )
+        conv.register_structure_hook(Track, self._loose_fn(Track))
+        conv.register_unstructure_hook(Track, self._unstructure_track)
+        conv.register_unstructure_hook(
+            AddVocalsRequest,
+            make_dict_unstructure_fn(
+                AddVocalsRequest,
+                conv,
+                _cattrs_omit_if_default=True,
+                callback_url=override(rename="callBackUrl"),
+                **{
+                    f.name: override(rename=camel_case(f.name))
+                    for f in attrs.fields(AddVocalsRequest)
+                    if f.name != "callback_url"
+                },
+            ),
+        )
+        self._conv = conv
+
+    # ------------------------------------------------------------ generic loose structuring
+
+    def _loose_fn(self, cls: type[T]) -> Callable[[Any, Any], T]:
+        """A hook that builds ``cls`` from a mapping in snake_case or camelCase, coercing
+        each field loosely and keeping unknown keys in ``extra``."""
+        attrs.resolve_types(cls)
+        field_types = {f.name: f.type for f in attrs.fields(cls) if f.name != "extra"}
+
+        def structure(value: Any, _: Any) -> T:
+            if not isinstance(value, Mapping):
+                raise CallbackParseError(f"expected an object for {cls.__name__}, got {value!r:.60}")
+            kwargs: dict[str, Any] = {}
+            extra: dict[str, Any] = {}
+            for key, item in value.items():
+                name = snake_case(key) if isinstance(key, str) else None
+                if name in field_types and name not in kwargs:
+                    kwargs[name] = self._conv.structure(item, field_types[name])  # type: ignore[arg-type]
+                else:
+                    extra[str(key)] = item
+            return cls(**kwargs, extra=extra)
+
+        return structure
+
+    # ------------------------------------------------------------ tracks
+
+    def structure_track(self, value: Any) -> Track:
+        return self._conv.structure(value, Track)
+
+    def _tracks(self, items: object) -> tuple[Track, ...]:
+        return tuple(self.structure_track(item) for item in _as_list(items) if isinstance(item, Mapping))
+
+    def _unstructure_track(self, track: Track) -> dict[str, Any]:
+        out: dict[str, Any] = dict(track.extra)
+        for f in attrs.fields(Track):
+            if f.name == "extra":
+                continue
+            value = getattr(track, f.name)
+            if f.name == "create_time":
+                out["createTime"] = value.isoformat() if value is not None else None
+            else:
+                out[f.name] = value
+        return out
+
+    def unstructure_track(self, track: Track) -> dict[str, Any]:
+        """A track in callback spelling (snake_case, ``createTime`` as ISO 8601)."""
+        return self._unstructure_track(track)
+
+    # ------------------------------------------------------------ request
+
+    def unstructure_request(self, request: AddVocalsRequest) -> dict[str, Any]:
+        """The submit body: camelCase keys, ``callBackUrl`` with a capital B, unset
+        optionals omitted, weights rounded to their 0.01 grid (no ``0.30000000000000004``)."""
+        body: dict[str, Any] = self._conv.unstructure(request)
+        for key in ("styleWeight", "weirdnessConstraint", "audioWeight"):
+            if key in body:
+                body[key] = round(float(body[key]), 2)
+        return body
+
+    # ------------------------------------------------------------ callbacks
+
+    def structure_callback(self, body: Any) -> CallbackEvent:
+        """Parse a callback body; ``CallbackParseError`` when it has no task id."""
+        if not isinstance(body, Mapping):
+            raise CallbackParseError("callback body is not a JSON object")
+        task_id = callback_task_id(body)
+        if task_id is None:
+            raise CallbackParseError("callback body names no task id")
+        data = body.get("data")
+        data = data if isinstance(data, Mapping) else {}
+        code = _loose_int(body.get("code"))
+        callback_type = data.get("callbackType", data.get("callback_type"))
+        known = {"callbackType", "callback_type", "task_id", "taskId", "data"}
+        extra = {k: v for k, v in data.items() if k not in known}
+        extra.update({k: v for k, v in body.items() if k not in ("code", "msg", "data")})
+        return CallbackEvent(
+            task_id=task_id,
+            callback_type=_loose_str(callback_type),
+            code=200 if code is None and callback_type != "error" else (code or 0),
+            msg=_loose_str(body.get("msg")),
+            tracks=self._tracks(data.get("data")),
+            extra=extra,
+        )
+
+    def unstructure_callback(self, event: CallbackEvent) -> dict[str, Any]:
+        """A callback body as the API sends it."""
+        data: dict[str, Any] = {"callbackType": event.callback_type, "task_id": event.task_id}
+        data["data"] = [self._unstructure_track(t) for t in event.tracks]
+        return {"code": event.code, "msg": event.msg, "data": data}
+
+    # ------------------------------------------------------------ record-info
+
+    def structure_details(self, data: Any, task_id: str) -> TaskDetails:
+        """Parse record-info's ``data``. A ``null`` (a very young task) reads as PENDING."""
+        if not isinstance(data, Mapping):
+            return TaskDetails(task_id=task_id, status="PENDING")
+        response = data.get("response")
+        tracks: tuple[Track, ...] = ()
+        if isinstance(response, Mapping):
+            items = response.get("sunoData")
+            if items is None:
+                items = response.get("data")  # legacy quickstart shape, snake_case tracks
+            tracks = self._tracks(items)
+        param: Any = data.get("param")
+        if isinstance(param, str):
+            try:
+                param = json.loads(param)
+            except ValueError:
+                pass  # keep the raw text
+        error_message = data.get("errorMessage")
+        if error_message is None and isinstance(response, Mapping):
+            error_message = response.get("errorMessage")
+        known = {
+            "taskId", "status", "response", "param", "errorCode", "errorMessage",
+            "type", "operationType", "parentMusicId",
+        }  # fmt: skip
+        return TaskDetails(
+            task_id=_loose_str(data.get("taskId")) or task_id,
+            status=_loose_str(data.get("status")),
+            tracks=tracks,
+            param=param,
+            error_code=_loose_int(data.get("errorCode")),
+            error_message=None if error_message is None else _loose_str(error_message),
+            type=None if data.get("type") is None else _loose_str(data.get("type")),
+            operation_type=(
+                None if data.get("operationType") is None else _loose_str(data.get("operationType"))
+            ),
+            parent_music_id=_loose_str(data.get("parentMusicId")),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+
+wire = WireFormat()
+"""The default converter (zone-less ``createTime`` read as UTC)."""

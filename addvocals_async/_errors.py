@@ -1,0 +1,183 @@
+"""Every error the SDK raises, all importable from ``addvocals_async``::
+
+    AddVocalsError
+    ├── RequestValidationError (also ValueError)   bad arguments caught before anything is sent
+    ├── APIError (.code, .msg, .http_status)       the API answered with a non-success code
+    │   ├── InvalidParametersError                 400 / 422
+    │   ├── AuthenticationError                    401
+    │   ├── NotFoundError                          404
+    │   ├── RateLimitError                         405, 430 (apibox, sunoapi); 429 (kie)
+    │   ├── PromptTooLongError                     413
+    │   ├── InsufficientCreditsError               429 (apibox, sunoapi); 402 (kie)
+    │   ├── MaintenanceError                       455
+    │   └── ServerError                            500 and other 5xx
+    ├── APIConnectionError (.maybe_submitted)      network failure; may the task exist anyway?
+    │   └── APITimeoutError
+    ├── TaskFailedError (.task_id, .code, .msg)    the task failed (error callback, failed status)
+    ├── TaskTimeoutError (also TimeoutError) (.task_id, .stage)
+    ├── WebhookVerificationError (also ValueError)
+    └── ReceiverClosedError
+
+No message built here ever contains an API key, an HMAC key or a receiver secret: errors
+carry what the API said and what the caller passed, never credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AddVocalsError",
+    "AuthenticationError",
+    "InsufficientCreditsError",
+    "InvalidParametersError",
+    "MaintenanceError",
+    "NotFoundError",
+    "PromptTooLongError",
+    "RateLimitError",
+    "ReceiverClosedError",
+    "RequestValidationError",
+    "ServerError",
+    "TaskFailedError",
+    "TaskTimeoutError",
+    "WebhookVerificationError",
+]
+
+
+class AddVocalsError(Exception):
+    """Base class of every error this SDK raises."""
+
+
+class RequestValidationError(AddVocalsError, ValueError):
+    """A request argument breaks a documented rule; nothing was sent.
+
+    ``field`` is the snake_case argument name, ``value`` what was given and ``rule``
+    the rule it breaks, in words.
+    """
+
+    def __init__(self, field: str, value: Any, rule: str) -> None:
+        self.field = field
+        self.value = value
+        self.rule = rule
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = f"{shown[:60]}... ({len(value) if hasattr(value, '__len__') else '?'} chars)"
+        super().__init__(f"{field}={shown}: {rule}")
+
+
+class APIError(AddVocalsError):
+    """The API answered with a non-success code.
+
+    ``code`` is the envelope's ``code`` (or the HTTP status when there was no envelope),
+    ``msg`` the API's message, ``http_status`` the HTTP status of the answer and
+    ``task_id`` the task concerned, where known.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        msg: str,
+        *,
+        http_status: int | None = None,
+        task_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.code = code
+        self.msg = msg
+        self.http_status = http_status
+        self.task_id = task_id
+        self.retry_after = retry_after
+        where = f" (HTTP {http_status})" if http_status is not None and http_status != code else ""
+        about = f" for task {task_id}" if task_id else ""
+        super().__init__(f"API error {code}{where}{about}: {msg or 'no message'}")
+
+
+class InvalidParametersError(APIError):
+    """400 (apibox, sunoapi; also content-policy hits) or 422 (kie)."""
+
+
+class AuthenticationError(APIError):
+    """401: the API key is missing, wrong or revoked."""
+
+
+class NotFoundError(APIError):
+    """404: wrong method or path, or an unknown task."""
+
+
+class RateLimitError(APIError):
+    """Too many requests: 405 and 430 on apibox/sunoapi, 429 on kie. Retried on submit."""
+
+
+class PromptTooLongError(APIError):
+    """413 on apibox/sunoapi: the prompt or theme is too long."""
+
+
+class InsufficientCreditsError(APIError):
+    """Not enough credits: 429 on apibox/sunoapi, 402 on kie."""
+
+
+class MaintenanceError(APIError):
+    """455: the service is down for maintenance. Retried on submit."""
+
+
+class ServerError(APIError):
+    """500 and other 5xx. On submit the task may exist anyway: check ``maybe_submitted``
+    on connection errors, or look the task up before submitting again."""
+
+
+class APIConnectionError(AddVocalsError):
+    """The request did not get a usable answer.
+
+    ``maybe_submitted`` is True when a submit may have reached the API (the request was
+    written before the failure), so a new submit could pay twice.
+    """
+
+    def __init__(self, message: str, *, maybe_submitted: bool = False) -> None:
+        self.maybe_submitted = maybe_submitted
+        if maybe_submitted:
+            message += " (the task may have been created anyway; do not blindly resubmit)"
+        super().__init__(message)
+
+
+class APITimeoutError(APIConnectionError):
+    """The API did not answer within the request timeout."""
+
+
+class TaskFailedError(AddVocalsError):
+    """The task failed: an error callback, a non-200 callback code or a failed status."""
+
+    def __init__(self, task_id: str, code: int | None, msg: str, *, status: str | None = None) -> None:
+        self.task_id = task_id
+        self.code = code
+        self.msg = msg
+        self.status = status
+        parts = [f"task {task_id} failed"]
+        if code is not None:
+            parts.append(f"with code {code}")
+        if status:
+            parts.append(f"(status {status})")
+        super().__init__(" ".join(parts) + f": {msg or 'no message'}")
+
+
+class TaskTimeoutError(AddVocalsError, TimeoutError):
+    """A wait reached its deadline. ``stage`` is the stage waited for; the task itself
+    may still finish, so ``client.task(task_id)`` can pick it up later."""
+
+    def __init__(self, task_id: str, stage: str, timeout: float | None = None) -> None:
+        self.task_id = task_id
+        self.stage = stage
+        self.timeout = timeout
+        after = f" after {timeout:g} s" if timeout is not None else ""
+        super().__init__(f"task {task_id} did not reach stage {stage!r}{after}")
+
+
+class WebhookVerificationError(AddVocalsError, ValueError):
+    """A callback failed authentication (token, signature, time window) or its checks."""
+
+
+class ReceiverClosedError(AddVocalsError):
+    """The callback receiver closed while a waiter still needed it and no polling fallback
+    was available."""

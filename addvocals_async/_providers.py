@@ -1,0 +1,254 @@
+"""What differs between the three resellers of the API, and the pure decisions built on it.
+
+Everything provider-specific lives here: base URLs, the code → error class maps (429 means
+"out of credits" on apibox/sunoapi but "rate limited" on kie), the credits path, the model
+enum and default, length limits, callback failure wording and signing. The retry decisions
+are pure functions over these tables, tested without a network.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import attrs
+
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    InsufficientCreditsError,
+    InvalidParametersError,
+    MaintenanceError,
+    NotFoundError,
+    PromptTooLongError,
+    RateLimitError,
+    ServerError,
+)
+
+__all__ = [
+    "PROVIDERS",
+    "Field",
+    "LengthLimits",
+    "Outcome",
+    "ProviderProfile",
+    "classify_get",
+    "classify_submit",
+    "error_class_for",
+    "get_provider",
+    "make_api_error",
+]
+
+KNOWN_MODELS: tuple[str, ...] = (
+    "V4",
+    "V4_5",
+    "V4_5ALL",
+    "V4_5PLUS",
+    "V5",
+    "V5_5",
+    "V6",
+    "V6_WILD",
+    "V6_MINI",
+)
+
+
+class Field(str, enum.Enum):
+    """The length-limited text fields of a request."""
+
+    PROMPT = "prompt"  # also lyrics
+    STYLE = "style"
+    TITLE = "title"
+    NEGATIVE_TAGS = "negative_tags"
+
+
+@attrs.frozen
+class LengthLimits:
+    """Maximum lengths (``len(str)``) per model; ``None`` is the row for an omitted model."""
+
+    prompt: int = 5000
+    style: int = 1000
+    title: int = 100
+    negative_tags: int = 200
+
+    def limit(self, field: Field) -> int:
+        return int(getattr(self, field.value))
+
+
+_DEFAULT_LIMITS = LengthLimits()
+_LIMITS_BY_MODEL: Mapping[str | None, LengthLimits] = {
+    "V4": LengthLimits(prompt=3000, style=200, title=80),
+    "V4_5ALL": LengthLimits(title=80),
+}
+
+
+def limits_for(model: str | None, *, title_cap: int | None = None) -> LengthLimits:
+    """The §2.1 limits for ``model`` (unknown and omitted models get the common row)."""
+    limits = _LIMITS_BY_MODEL.get(model, _DEFAULT_LIMITS)
+    if title_cap is not None and title_cap < limits.title:
+        limits = attrs.evolve(limits, title=title_cap)
+    return limits
+
+
+_COMMON_CODES: Mapping[int, type[APIError]] = {
+    401: AuthenticationError,
+    404: NotFoundError,
+    455: MaintenanceError,
+    500: ServerError,
+}
+
+_APIBOX_CODES: Mapping[int, type[APIError]] = {
+    **_COMMON_CODES,
+    400: InvalidParametersError,
+    405: RateLimitError,
+    413: PromptTooLongError,
+    429: InsufficientCreditsError,
+    430: RateLimitError,
+}
+
+_KIE_CODES: Mapping[int, type[APIError]] = {
+    **_COMMON_CODES,
+    402: InsufficientCreditsError,
+    422: InvalidParametersError,
+    429: RateLimitError,
+    501: ServerError,
+    505: ServerError,
+}
+
+_APIBOX_CALLBACK_CODES: Mapping[int, str] = {
+    400: "bad request: invalid parameters or a content-policy violation",
+    451: "the input audio could not be downloaded",
+    500: "server error, try again later",
+}
+
+_KIE_CALLBACK_CODES: Mapping[int, str] = {
+    400: "the lyrics contain copyrighted material",
+    408: "the task timed out",
+    413: "the audio matches an existing work",
+    500: "server error",
+    501: "audio generation failed",
+    531: "generation failed; the credits were refunded, you may retry",
+}
+
+
+@attrs.frozen
+class ProviderProfile:
+    """One reseller's wire differences. Pass a modified copy (``attrs.evolve``) as
+    ``provider=`` to adapt to a change before this library catches up."""
+
+    name: str
+    base_url: str
+    credits_path: str
+    codes: Mapping[int, type[APIError]]
+    callback_codes: Mapping[int, str]
+    default_model: str
+    models: tuple[str, ...] = KNOWN_MODELS
+    title_cap: int | None = None
+    signs_callbacks: bool = False
+    submit_path: str = "/api/v1/generate/add-vocals"
+    details_path: str = "/api/v1/generate/record-info"
+
+    def limits(self, model: str | None) -> LengthLimits:
+        return limits_for(model, title_cap=self.title_cap)
+
+    def describe_callback_code(self, code: int | None) -> str | None:
+        """A person's reading of a failed-callback code, or None when undocumented."""
+        return None if code is None else self.callback_codes.get(code)
+
+    def __repr__(self) -> str:
+        return f"ProviderProfile(name={self.name!r}, base_url={self.base_url!r})"
+
+
+PROVIDERS: Mapping[str, ProviderProfile] = {
+    "apibox": ProviderProfile(
+        name="apibox",
+        base_url="https://api.api.box",
+        credits_path="/api/v1/generate/credit",
+        codes=_APIBOX_CODES,
+        callback_codes=_APIBOX_CALLBACK_CODES,
+        default_model="V6",
+    ),
+    "sunoapi": ProviderProfile(
+        name="sunoapi",
+        base_url="https://api.sunoapi.org",
+        credits_path="/api/v1/generate/credit",
+        codes=_APIBOX_CODES,
+        callback_codes=_APIBOX_CALLBACK_CODES,
+        default_model="V4_5PLUS",
+    ),
+    "kie": ProviderProfile(
+        name="kie",
+        base_url="https://api.kie.ai",
+        credits_path="/api/v1/chat/credit",
+        codes=_KIE_CODES,
+        callback_codes=_KIE_CALLBACK_CODES,
+        default_model="V4_5PLUS",
+        title_cap=80,
+        signs_callbacks=True,
+    ),
+}
+
+
+def get_provider(provider: str | ProviderProfile) -> ProviderProfile:
+    """The profile named ``provider`` (``"apibox"``, ``"sunoapi"``, ``"kie"``), or the
+    profile itself when one is passed."""
+    if isinstance(provider, ProviderProfile):
+        return provider
+    try:
+        return PROVIDERS[provider]
+    except KeyError:
+        known = ", ".join(sorted(PROVIDERS))
+        raise ValueError(f"unknown provider {provider!r}; expected one of: {known}") from None
+
+
+def error_class_for(profile: ProviderProfile, code: int) -> type[APIError]:
+    """The error class for a non-success ``code``: the provider's table first, then
+    ``ServerError`` for any 5xx and plain ``APIError`` for the rest."""
+    cls = profile.codes.get(code)
+    if cls is not None:
+        return cls
+    return ServerError if 500 <= code <= 599 else APIError
+
+
+def make_api_error(
+    profile: ProviderProfile,
+    code: int,
+    msg: str,
+    *,
+    http_status: int | None,
+    from_envelope: bool = True,
+    task_id: str | None = None,
+    retry_after: float | None = None,
+) -> APIError:
+    """The error for an answer. Without a JSON envelope the HTTP status stands in for the
+    code, and a bare 429 is a gateway's rate limit whatever the provider (§3.1)."""
+    if not from_envelope and code == 429:
+        cls: type[APIError] = RateLimitError
+    else:
+        cls = error_class_for(profile, code)
+    return cls(code, msg, http_status=http_status, task_id=task_id, retry_after=retry_after)
+
+
+class Outcome(enum.Enum):
+    """What an answer to a request means for retrying it."""
+
+    RETRY = "retry"  # surely not acted on: back off and send again
+    FAIL = "fail"  # surely not acted on, and sending again will not help
+    AMBIGUOUS = "ambiguous"  # a submit may have created a task: never resend
+
+
+def classify_submit(profile: ProviderProfile, error: APIError) -> Outcome:
+    """Decide whether a failed submit may be sent again without paying twice (§3.1)."""
+    if isinstance(error, (RateLimitError, MaintenanceError)):
+        return Outcome.RETRY
+    if profile.name == "kie" and error.code == 505:
+        return Outcome.FAIL  # feature disabled: nothing created (inferred), retrying won't help
+    if isinstance(error, ServerError):
+        return Outcome.AMBIGUOUS
+    return Outcome.FAIL
+
+
+def classify_get(error: APIError) -> Outcome:
+    """Decide whether a failed read (details, credits) is worth sending again. Reads are
+    idempotent, so every transient answer is retried."""
+    if isinstance(error, (RateLimitError, MaintenanceError, ServerError)):
+        return Outcome.RETRY
+    return Outcome.FAIL
