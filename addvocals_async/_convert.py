@@ -10,11 +10,12 @@ unknown fields kept in ``extra`` rather than refused. Parsing is loose; building
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone, tzinfo
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import cattrs
@@ -23,8 +24,6 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track
 
 __all__ = ["CallbackParseError", "WireFormat", "callback_task_id", "parse_create_time", "wire"]
-
-T = TypeVar("T")
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
@@ -45,6 +44,7 @@ class CallbackParseError(ValueError):
 
 
 _EPOCH_SECONDS_LIMIT = 100_000_000_000  # below this a number is seconds, above it milliseconds
+_DIGITS = re.compile(r"-?[0-9]+")  # ASCII: str.isdigit() also takes "²", which int() refuses
 
 
 def parse_create_time(value: object, naive_tz: tzinfo = timezone.utc) -> datetime | None:
@@ -57,8 +57,12 @@ def parse_create_time(value: object, naive_tz: tzinfo = timezone.utc) -> datetim
         text = value.strip()
         if not text:
             return None
-        if text.lstrip("-").isdigit():
-            return parse_create_time(int(text), naive_tz)
+        if _DIGITS.fullmatch(text):
+            try:
+                number = int(text)
+            except ValueError:  # more digits than int() accepts: no real timestamp
+                return None
+            return parse_create_time(number, naive_tz)
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
@@ -67,10 +71,10 @@ def parse_create_time(value: object, naive_tz: tzinfo = timezone.utc) -> datetim
             return None
         return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=naive_tz)
     if isinstance(value, (int, float)):
-        seconds = float(value)
-        if abs(seconds) >= _EPOCH_SECONDS_LIMIT:
-            seconds /= 1000.0
         try:
+            seconds = float(value)
+            if abs(seconds) >= _EPOCH_SECONDS_LIMIT:
+                seconds /= 1000.0
             return datetime.fromtimestamp(seconds, tz=timezone.utc)
         except (OverflowError, OSError, ValueError):
             return None
@@ -88,12 +92,14 @@ def _loose_float(value: object, _: object = None) -> float | None:
         return None
     try:
         result = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
         return None
     return result if result == result else None  # NaN means "unknown"
 
 
 def _loose_int(value: object, _: object = None) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact: a detour through float would round beyond 2**53
     number = _loose_float(value)
     if number is None or number in (float("inf"), float("-inf")):
         return None
@@ -136,44 +142,38 @@ class WireFormat:
         conv.register_structure_hook(
             datetime | None, lambda v, _: parse_create_time(v, self.naive_tz)
         )
-        conv.register_unstructure_hook(
-            datetime, lambda d: d.isoformat() if d is not None else None
-        )
+        conv.register_unstructure_hook(datetime, lambda d: d.isoformat() if d is not None else None)
         conv.register_structure_hook(Track, self._loose_fn(Track))
         conv.register_unstructure_hook(Track, self._unstructure_track)
+        renames: dict[str, Any] = {
+            f.name: override(rename=camel_case(f.name)) for f in attrs.fields(AddVocalsRequest)
+        }
+        renames["callback_url"] = override(rename="callBackUrl")  # the API's capital B
         conv.register_unstructure_hook(
             AddVocalsRequest,
             make_dict_unstructure_fn(
-                AddVocalsRequest,
-                conv,
-                _cattrs_omit_if_default=True,
-                callback_url=override(rename="callBackUrl"),
-                **{
-                    f.name: override(rename=camel_case(f.name))
-                    for f in attrs.fields(AddVocalsRequest)
-                    if f.name != "callback_url"
-                },
+                AddVocalsRequest, conv, _cattrs_omit_if_default=True, **renames
             ),
         )
         self._conv = conv
 
     # ------------------------------------------------------------ generic loose structuring
 
-    def _loose_fn(self, cls: type[T]) -> Callable[[Any, Any], T]:
+    def _loose_fn(self, cls: type[Track]) -> Callable[[Any, Any], Track]:
         """A hook that builds ``cls`` from a mapping in snake_case or camelCase, coercing
         each field loosely and keeping unknown keys in ``extra``."""
         attrs.resolve_types(cls)
         field_types = {f.name: f.type for f in attrs.fields(cls) if f.name != "extra"}
 
-        def structure(value: Any, _: Any) -> T:
+        def structure(value: Any, _: Any) -> Track:
             if not isinstance(value, Mapping):
-                raise CallbackParseError(f"expected an object for {cls.__name__}, got {value!r:.60}")
+                raise CallbackParseError(f"expected an object for {cls.__name__}")
             kwargs: dict[str, Any] = {}
             extra: dict[str, Any] = {}
             for key, item in value.items():
-                name = snake_case(key) if isinstance(key, str) else None
+                name = snake_case(key) if isinstance(key, str) else ""
                 if name in field_types and name not in kwargs:
-                    kwargs[name] = self._conv.structure(item, field_types[name])  # type: ignore[arg-type]
+                    kwargs[name] = self._conv.structure(item, field_types[name])
                 else:
                     extra[str(key)] = item
             return cls(**kwargs, extra=extra)
@@ -186,7 +186,9 @@ class WireFormat:
         return self._conv.structure(value, Track)
 
     def _tracks(self, items: object) -> tuple[Track, ...]:
-        return tuple(self.structure_track(item) for item in _as_list(items) if isinstance(item, Mapping))
+        return tuple(
+            self.structure_track(item) for item in _as_list(items) if isinstance(item, Mapping)
+        )
 
     def _unstructure_track(self, track: Track) -> dict[str, Any]:
         out: dict[str, Any] = dict(track.extra)
@@ -244,7 +246,10 @@ class WireFormat:
         """A callback body as the API sends it."""
         data: dict[str, Any] = {"callbackType": event.callback_type, "task_id": event.task_id}
         data["data"] = [self._unstructure_track(t) for t in event.tracks]
-        return {"code": event.code, "msg": event.msg, "data": data}
+        # Unknown fields go back on the top level (structure_callback reads them from there
+        # as well as from ``data``), never over the envelope's own keys.
+        extra = {k: v for k, v in event.extra.items() if k not in ("code", "msg", "data")}
+        return {**extra, "code": event.code, "msg": event.msg, "data": data}
 
     # ------------------------------------------------------------ record-info
 
@@ -261,10 +266,8 @@ class WireFormat:
             tracks = self._tracks(items)
         param: Any = data.get("param")
         if isinstance(param, str):
-            try:
+            with contextlib.suppress(ValueError):  # not JSON: keep the raw text
                 param = json.loads(param)
-            except ValueError:
-                pass  # keep the raw text
         error_message = data.get("errorMessage")
         if error_message is None and isinstance(response, Mapping):
             error_message = response.get("errorMessage")

@@ -73,8 +73,11 @@ class APIError(AddVocalsError):
 
     ``code`` is the envelope's ``code`` (or the HTTP status when there was no envelope),
     ``msg`` the API's message, ``http_status`` the HTTP status of the answer and
-    ``task_id`` the task concerned, where known.
+    ``task_id`` the task concerned, where known. ``maybe_submitted`` is True when this
+    answered a submit ambiguously (5xx): the task may exist, so do not blindly resubmit.
     """
+
+    maybe_submitted: bool = False
 
     def __init__(
         self,
@@ -149,7 +152,9 @@ class APITimeoutError(APIConnectionError):
 class TaskFailedError(AddVocalsError):
     """The task failed: an error callback, a non-200 callback code or a failed status."""
 
-    def __init__(self, task_id: str, code: int | None, msg: str, *, status: str | None = None) -> None:
+    def __init__(
+        self, task_id: str, code: int | None, msg: str, *, status: str | None = None
+    ) -> None:
         self.task_id = task_id
         self.code = code
         self.msg = msg

@@ -69,13 +69,15 @@ class UncheckedModel(str):
 
 
 def _require_text(field: str, value: object) -> None:
+    if value is None:
+        raise RequestValidationError(field, value, "is required")
     if not isinstance(value, str):
         raise RequestValidationError(field, value, f"must be a string, not {type(value).__name__}")
     if not value.strip():
         raise RequestValidationError(field, value, "is required and must not be empty")
 
 
-def _require_url(field: str, value: object) -> None:
+def require_url(field: str, value: object) -> None:
     _require_text(field, value)
     assert isinstance(value, str)
     try:
@@ -117,15 +119,13 @@ def check_lengths(request: AddVocalsRequest, limits: LengthLimits) -> None:
     _check_length("lyrics", request.lyrics, limits.limit(Field.PROMPT), model)
     _check_length("style", request.style, limits.limit(Field.STYLE), model)
     _check_length("title", request.title, limits.limit(Field.TITLE), model)
-    _check_length(
-        "negative_tags", request.negative_tags, limits.limit(Field.NEGATIVE_TAGS), model
-    )
+    _check_length("negative_tags", request.negative_tags, limits.limit(Field.NEGATIVE_TAGS), model)
 
 
 def _validate_request(request: AddVocalsRequest) -> None:
-    _require_url("upload_url", request.upload_url)
+    require_url("upload_url", request.upload_url)
     if request.callback_url is not None:
-        _require_url("callback_url", request.callback_url)
+        require_url("callback_url", request.callback_url)
     for name in ("prompt", "title", "style", "negative_tags"):
         _require_text(name, getattr(request, name))
     if request.lyrics is not None:
@@ -144,15 +144,14 @@ def _validate_request(request: AddVocalsRequest) -> None:
             "variety", variety, "must be a whole number from 0 (off) to 4 (max)"
         )
     model = request.model
-    if model is not None and not isinstance(model, UncheckedModel):
-        if not isinstance(model, str) or model not in KNOWN_MODELS:
-            known = ", ".join(KNOWN_MODELS)
-            raise RequestValidationError(
-                "model",
-                model,
-                f"is not a known model ({known}); "
-                "wrap a newer one as UncheckedModel(...) to send it anyway",
-            )
+    known_model = model is None or isinstance(model, UncheckedModel) or model in KNOWN_MODELS
+    if not known_model:
+        raise RequestValidationError(
+            "model",
+            model,
+            f"is not a known model ({', '.join(KNOWN_MODELS)}); "
+            "wrap a newer one as UncheckedModel(...) to send it anyway",
+        )
     check_lengths(request, limits_for(model))
 
 

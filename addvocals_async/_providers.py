@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import attrs
 
 from ._errors import (
+    APIConnectionError,
     APIError,
     AuthenticationError,
     InsufficientCreditsError,
@@ -36,6 +37,7 @@ __all__ = [
     "error_class_for",
     "get_provider",
     "make_api_error",
+    "retry_outcome",
 ]
 
 KNOWN_MODELS: tuple[str, ...] = (
@@ -251,4 +253,16 @@ def classify_get(error: APIError) -> Outcome:
     idempotent, so every transient answer is retried."""
     if isinstance(error, (RateLimitError, MaintenanceError, ServerError)):
         return Outcome.RETRY
+    return Outcome.FAIL
+
+
+def retry_outcome(profile: ProviderProfile, error: BaseException, *, submit: bool) -> Outcome:
+    """The one retry decision for any failure of a request. A submit is resent only where
+    the API surely did not create a task; a read (details, credits) on anything transient."""
+    if isinstance(error, APIError):
+        return classify_submit(profile, error) if submit else classify_get(error)
+    if isinstance(error, APIConnectionError):
+        if not submit:
+            return Outcome.RETRY
+        return Outcome.AMBIGUOUS if error.maybe_submitted else Outcome.RETRY
     return Outcome.FAIL

@@ -1,0 +1,166 @@
+"""Authentication of callbacks, as pure functions.
+
+Two independent checks:
+
+- **URL tokens** (every provider). Each task's callback URL ends in ``<ref>.<mac>``: a
+  random 128-bit reference and an HMAC-SHA256 of it under the receiver's secret, cut to
+  128 bits. The receiver checks it in constant time without any lookup, so a restarted
+  receiver, or another process with the same secret, still knows a genuine URL.
+- **kie signatures** (§6 of the spec). ``X-Webhook-Signature`` is
+  ``base64(HMAC-SHA256(key, taskId + "." + timestamp))`` and ``X-Webhook-Timestamp`` the
+  send time in Unix seconds, checked inside a two-sided window.
+
+Secrets are held in ``Secret``, whose repr never shows them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ._convert import callback_task_id
+from ._errors import WebhookVerificationError
+
+__all__ = [
+    "Secret",
+    "TokenSigner",
+    "sign_webhook",
+    "verify_signature",
+]
+
+SIGNATURE_HEADER = "X-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Webhook-Timestamp"
+DEFAULT_TOLERANCE = 300.0
+_TOKEN_DOMAIN = b"addvocals-callback-token:"
+
+
+class Secret:
+    """Bytes that must never be shown: ``repr`` and ``str`` print ``Secret(***)``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | bytes) -> None:
+        self._value = value.encode() if isinstance(value, str) else bytes(value)
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(hashlib.sha256(self._value).digest())
+
+
+def as_secret(value: str | bytes | Secret | None, env: str) -> Secret | None:
+    """The secret given, else the one in environment variable ``env``, else None."""
+    if isinstance(value, Secret):
+        return value
+    if value is None:
+        value = os.environ.get(env) or None
+    return None if value is None else Secret(value)
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+class TokenSigner:
+    """Makes and checks the self-authenticating tokens in callback URLs."""
+
+    __slots__ = ("_key",)
+
+    MIN_SECRET_BYTES = 16
+
+    def __init__(self, secret: Secret) -> None:
+        if len(secret.reveal()) < self.MIN_SECRET_BYTES:
+            raise ValueError(
+                f"the receiver secret must be at least {self.MIN_SECRET_BYTES} bytes long"
+            )
+        self._key = secret.reveal()
+
+    def __repr__(self) -> str:
+        return "TokenSigner(secret=***)"
+
+    def _mac(self, ref: str) -> str:
+        digest = hmac.new(self._key, _TOKEN_DOMAIN + ref.encode("ascii"), hashlib.sha256)
+        return _b64url(digest.digest()[:16])
+
+    def new_token(self) -> tuple[str, str]:
+        """A fresh ``(ref, token)``: ``ref`` names the registration, ``token`` goes in the URL."""
+        ref = secrets.token_urlsafe(16)
+        return ref, f"{ref}.{self._mac(ref)}"
+
+    def check(self, token: str) -> str | None:
+        """The ``ref`` of a genuine token, ``None`` for anything else (constant time)."""
+        ref, dot, mac = token.partition(".")
+        if not dot or not ref or len(ref) > 64 or not ref.isascii():
+            return None
+        if not hmac.compare_digest(mac.encode("ascii", "replace"), self._mac(ref).encode()):
+            return None
+        return ref
+
+
+def sign_webhook(task_id: str, timestamp: int, key: str | bytes | Secret) -> str:
+    """kie's signature: ``base64(HMAC-SHA256(key, f"{task_id}.{timestamp}"))``."""
+    raw = key.reveal() if isinstance(key, Secret) else key.encode() if isinstance(key, str) else key
+    digest = hmac.new(raw, f"{task_id}.{timestamp}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def verify_signature(
+    body: Mapping[str, Any] | str,
+    headers: Mapping[str, str],
+    key: str | bytes | Secret,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> None:
+    """Check a kie-signed callback; raise ``WebhookVerificationError`` if it fails.
+
+    ``body`` is the parsed callback (its task id is found as §6 says) or the task id
+    itself; ``headers`` are read case-insensitively. The timestamp must lie within
+    ``tolerance`` seconds of ``now`` in either direction. Note that kie signs only the task
+    id and the time, not the body: keep the URL token check too.
+    """
+    task_id = body if isinstance(body, str) else callback_task_id(body)
+    if not task_id:
+        raise WebhookVerificationError("the callback names no task id to check the signature of")
+    signature = _header(headers, SIGNATURE_HEADER)
+    stamp = _header(headers, TIMESTAMP_HEADER)
+    if signature is None or stamp is None:
+        raise WebhookVerificationError(
+            f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header on a signed callback"
+        )
+    stamp = stamp.strip()
+    if not stamp.isdigit():
+        raise WebhookVerificationError(f"{TIMESTAMP_HEADER} is not an integer: {stamp[:20]!r}")
+    timestamp = int(stamp)
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance:
+        raise WebhookVerificationError(
+            f"{TIMESTAMP_HEADER} is {current - timestamp:+.0f} s away from now "
+            f"(allowed: ±{tolerance:g} s); a replay or a wrong clock"
+        )
+    expected = sign_webhook(task_id, timestamp, key)
+    if not hmac.compare_digest(signature.strip().encode("ascii", "replace"), expected.encode()):
+        raise WebhookVerificationError("the webhook signature does not match")

@@ -1,0 +1,407 @@
+"""Per-task state: a one-way stage machine fed by callbacks and polls, and ``VocalTask``.
+
+``TaskState`` is pure bookkeeping (no I/O, no asyncio tasks): a callback or a poll result
+is turned into a ``CallbackEvent`` and applied; the stage only moves forward, failure is
+terminal, and everything else (duplicates, regressions, late and unknown events) is ignored.
+A waiting coroutine sleeps on one "something changed" future, created only while somebody
+waits, so 100,000 pending tasks cost a few small objects each.
+
+``VocalTask`` is what users hold. Its waits run in the caller's own task: they sleep until
+a callback arrives, and when callbacks go quiet (or no receiver is attached) they poll the
+details endpoint, at most once per ``PollPolicy.min_interval`` per task, and once more
+before a deadline expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._errors import (
+    AddVocalsError,
+    AuthenticationError,
+    ReceiverClosedError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
+from ._models import CallbackEvent, Stage, TaskDetails, TaskResult
+from ._providers import ProviderProfile
+
+if TYPE_CHECKING:
+    from ._client import AddVocalsClient
+
+__all__ = ["PollPolicy", "TaskState", "VocalTask", "event_from_details"]
+
+log = logging.getLogger("addvocals_async")
+
+_STAGE_TYPES = {Stage.TEXT: "text", Stage.FIRST: "first", Stage.COMPLETE: "complete"}
+
+
+@attrs.frozen(kw_only=True)
+class PollPolicy:
+    """When tasks fall back to the details endpoint.
+
+    - ``grace``: with a receiver, how long callbacks may be quiet before polling starts.
+    - ``initial`` / ``maximum``: the polling interval, growing from ``initial`` to
+      ``maximum`` (×1.5 per poll, with ±20 % jitter). The API's docs advise 10-30 s.
+    - ``min_interval``: never poll one task more often than this (kie allows 3/s/task).
+    - ``default_timeout``: the deadline of a wait given no ``timeout`` (nothing waits forever).
+    - ``final_poll_timeout``: the time the last-chance poll at a deadline may take.
+    """
+
+    grace: float = 60.0
+    initial: float = 10.0
+    maximum: float = 30.0
+    min_interval: float = 1.0
+    default_timeout: float = 1200.0
+    final_poll_timeout: float = 10.0
+
+    @classmethod
+    def fast(cls) -> PollPolicy:
+        """Intervals for tests against the simulator: poll within tenths of a second."""
+        return cls(grace=0.5, initial=0.1, maximum=0.3, min_interval=0.05, default_timeout=30.0)
+
+    def next_interval(self, previous: float | None) -> float:
+        base = self.initial if previous is None else min(self.maximum, previous * 1.5)
+        return base * random.uniform(0.8, 1.2)
+
+
+def event_from_details(details: TaskDetails) -> CallbackEvent | None:
+    """The event a poll result stands for, so that a poll resolves a task exactly as the
+    matching callback would. ``None`` when the status says nothing new (pending, unknown)."""
+    stage = details.stage
+    if stage is None or stage is Stage.PENDING:
+        return None
+    extra = {"source": "poll", "status": details.status}
+    if stage is Stage.FAILED:
+        code = details.error_code if details.error_code is not None else 0
+        msg = details.error_message or f"the task ended with status {details.status}"
+        return CallbackEvent(
+            task_id=details.task_id, callback_type="error", code=code, msg=msg, extra=extra
+        )
+    return CallbackEvent(
+        task_id=details.task_id,
+        callback_type=_STAGE_TYPES[stage],
+        code=200,
+        msg=details.status,
+        tracks=details.tracks,
+        extra=extra,
+    )
+
+
+class TaskState:
+    """The stage machine of one task. Applying events is synchronous and never blocks."""
+
+    __slots__ = (
+        "_changed",
+        "_on_terminal",
+        "callbacks_expected",
+        "events",
+        "failure",
+        "last_activity",
+        "profile",
+        "reached",
+        "stage",
+        "task_id",
+    )
+
+    def __init__(
+        self,
+        task_id: str | None,
+        profile: ProviderProfile,
+        *,
+        callbacks_expected: bool = False,
+    ) -> None:
+        self.task_id = task_id
+        self.profile = profile
+        self.stage = Stage.PENDING
+        self.callbacks_expected = callbacks_expected
+        self.events: list[CallbackEvent] = []
+        self.reached: dict[Stage, TaskResult] = {}
+        self.failure: TaskFailedError | None = None
+        self.last_activity = time.monotonic()
+        self._changed: asyncio.Future[None] | None = None
+        self._on_terminal: Callable[[TaskState], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"TaskState(task_id={self.task_id!r}, stage={self.stage.value})"
+
+    # ---------------------------------------------------------------- transitions
+
+    def apply(self, event: CallbackEvent) -> bool:
+        """Apply ``event``; True when it moved the task (and was recorded), False when it
+        was a duplicate, a regression, late, unknown or for another task."""
+        if self.task_id is None:
+            self.task_id = event.task_id  # a callback that beat the submit response
+        elif event.task_id != self.task_id:
+            return False
+        self.last_activity = time.monotonic()
+        target = event.stage
+        if target is None or self.stage.is_terminal:
+            return False
+        if target is Stage.FAILED:
+            self.stage = Stage.FAILED
+            self.failure = self._failure_from(event)
+        elif target.rank <= self.stage.rank:
+            return False
+        else:
+            result = TaskResult(
+                task_id=self.task_id,
+                stage=target,
+                tracks=event.tracks or self._latest_tracks(),
+                code=event.code,
+                msg=event.msg,
+                source=str(event.extra.get("source", "callback")),
+            )
+            for stage in (Stage.TEXT, Stage.FIRST, Stage.COMPLETE):
+                if stage.rank <= target.rank and stage not in self.reached:
+                    self.reached[stage] = result
+            self.stage = target
+        self.events.append(event)
+        self._notify()
+        if self.stage.is_terminal and self._on_terminal is not None:
+            callback, self._on_terminal = self._on_terminal, None
+            callback(self)
+        return True
+
+    def _latest_tracks(self) -> tuple[Any, ...]:
+        for event in reversed(self.events):
+            if event.tracks:
+                return event.tracks
+        return ()
+
+    def _failure_from(self, event: CallbackEvent) -> TaskFailedError:
+        msg = event.msg
+        meaning = self.profile.describe_callback_code(event.code)
+        if meaning and meaning.lower() not in msg.lower():
+            msg = f"{msg} ({meaning})" if msg else meaning
+        status = event.extra.get("status")
+        return TaskFailedError(
+            event.task_id,
+            event.code,
+            msg,
+            status=status if isinstance(status, str) else None,
+        )
+
+    def stop_expecting_callbacks(self) -> None:
+        """The receiver went away: wake the waiters so they poll from now on."""
+        self.callbacks_expected = False
+        self._notify()
+
+    def on_terminal(self, callback: Callable[[TaskState], None] | None) -> None:
+        """Run ``callback`` once when the task reaches a terminal stage (the receiver's
+        clean-up hook); at once if it already has."""
+        if callback is not None and self.stage.is_terminal:
+            callback(self)
+        else:
+            self._on_terminal = callback
+
+    # ---------------------------------------------------------------- waiting
+
+    def result_for(self, stage: Stage) -> TaskResult | None:
+        """The result once ``stage`` (or a later one) was reached; raises the task's
+        ``TaskFailedError`` when it failed before reaching it."""
+        result = self.reached.get(stage)
+        if result is not None:
+            return result
+        if self.failure is not None:
+            raise self.failure
+        return None
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future resolved at the next change of this task."""
+        if self._changed is None or self._changed.done():
+            self._changed = asyncio.get_running_loop().create_future()
+        return self._changed
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+
+
+class VocalTask:
+    """A submitted add-vocals task. Await its stages; never write a polling loop.
+
+    ``await task.text()``, ``await task.first()`` and ``await task.complete()`` return a
+    ``TaskResult`` once that stage (or a later one) is reached, raise ``TaskFailedError``
+    when the task failed first, and ``TaskTimeoutError`` at their deadline. A later stage
+    satisfies every earlier wait (``complete`` satisfies ``text()``), so skipped stages
+    never leave a waiter behind.
+    """
+
+    __slots__ = ("_client", "_last_poll", "_poll_interval", "_poll_lock", "_state")
+
+    def __init__(self, client: AddVocalsClient, state: TaskState) -> None:
+        self._client = client
+        self._state = state
+        self._last_poll: float | None = None
+        self._poll_interval: float | None = None
+        self._poll_lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"VocalTask(task_id={self.task_id!r}, stage={self.stage.value!r})"
+
+    @property
+    def task_id(self) -> str:
+        assert self._state.task_id is not None
+        return self._state.task_id
+
+    @property
+    def stage(self) -> Stage:
+        """The stage reached so far; always current (callbacks update it as they land)."""
+        return self._state.stage
+
+    @property
+    def failure(self) -> TaskFailedError | None:
+        return self._state.failure
+
+    async def text(self, timeout: float | None = None) -> TaskResult:
+        """Wait for the lyrics stage (satisfied by any later stage, even if it was skipped)."""
+        return await self._wait_stage(Stage.TEXT, timeout)
+
+    async def first(self, timeout: float | None = None) -> TaskResult:
+        """Wait until the first track is ready (its stream URL plays; the MP3 may not be final)."""
+        return await self._wait_stage(Stage.FIRST, timeout)
+
+    async def complete(self, timeout: float | None = None) -> TaskResult:
+        """Wait until every track is final; ``result.tracks`` holds them."""
+        return await self._wait_stage(Stage.COMPLETE, timeout)
+
+    async def refresh(self) -> TaskDetails:
+        """Ask the details endpoint now and apply what it says; returns the details."""
+        details = await self._client.get_details(self.task_id)
+        event = event_from_details(details)
+        if event is not None:
+            self._state.apply(event)
+        self._last_poll = time.monotonic()
+        return details
+
+    async def events(self, timeout: float | None = None) -> AsyncIterator[CallbackEvent]:
+        """Each accepted event once, in arrival order, ending after the terminal one.
+
+        Events found by polling carry ``extra["source"] == "poll"``. ``timeout`` bounds the
+        whole iteration (``PollPolicy.default_timeout`` when not given).
+        """
+        state = self._state
+        deadline = self._deadline(timeout)
+        index = 0
+        while True:
+            while index < len(state.events):
+                index += 1
+                yield state.events[index - 1]
+            if state.stage.is_terminal:
+                return
+            seen = len(state.events)
+
+            def arrived(seen: int = seen) -> bool:
+                return len(state.events) > seen
+
+            await self._wait_until(arrived, deadline, "next event", timeout)
+
+    # ---------------------------------------------------------------- internals
+
+    def _deadline(self, timeout: float | None) -> tuple[float, float]:
+        if timeout is None:
+            timeout = self._client.poll_policy.default_timeout
+        if timeout < 0:
+            raise ValueError(f"timeout must not be negative, got {timeout}")
+        return time.monotonic() + timeout, timeout
+
+    async def _wait_stage(self, stage: Stage, timeout: float | None) -> TaskResult:
+        state = self._state
+        deadline = self._deadline(timeout)
+
+        def reached() -> bool:
+            return state.result_for(stage) is not None
+
+        await self._wait_until(reached, deadline, stage.value, timeout)
+        result = state.result_for(stage)
+        assert result is not None
+        return result
+
+    async def _wait_until(
+        self,
+        done: Callable[[], bool],
+        deadline: tuple[float, float],
+        what: str,
+        timeout: float | None,
+    ) -> None:
+        """Sleep until ``done()``, polling when callbacks are quiet; raise at the deadline."""
+        state = self._state
+        policy = self._client.poll_policy
+        until, total = deadline
+        while not done():
+            now = time.monotonic()
+            remaining = until - now
+            if remaining <= 0:
+                await self._poll(final=True)
+                if done():
+                    return
+                raise TaskTimeoutError(self.task_id, what, total)
+            if state.callbacks_expected:
+                # Callbacks flowing: stay quiet. Silent for `grace`: poll on the schedule.
+                quiet_for = now - state.last_activity
+                sleep = max(policy.grace - quiet_for, self._time_to_next_poll(now))
+            else:
+                sleep = self._time_to_next_poll(now)
+            if sleep > 0:
+                changed = state.changed()
+                await asyncio.wait([changed], timeout=min(sleep, remaining))
+                continue
+            if not self._client.can_poll:
+                if not state.callbacks_expected:
+                    raise ReceiverClosedError(
+                        f"task {self.task_id}: the receiver and the client are both closed, "
+                        "so nothing can deliver the result"
+                    )
+                # Callbacks can still arrive: wait for them until the deadline.
+                await asyncio.wait([state.changed()], timeout=remaining)
+                continue
+            await self._poll(final=False)
+
+    def _time_to_next_poll(self, now: float) -> float:
+        if self._last_poll is None:
+            return 0.0
+        interval = self._poll_interval or 0.0
+        interval = max(interval, self._client.poll_policy.min_interval)
+        return self._last_poll + interval - now
+
+    async def _poll(self, *, final: bool) -> None:
+        """One poll of the details endpoint, shared by every waiter of this task. Errors
+        are logged and swallowed (a transient poll failure never fails a wait), except a
+        rejected API key, which no amount of waiting fixes."""
+        if not self._client.can_poll:
+            return
+        if self._poll_lock is None:
+            self._poll_lock = asyncio.Lock()
+        async with self._poll_lock:
+            policy = self._client.poll_policy
+            now = time.monotonic()
+            if self._last_poll is not None and now - self._last_poll < policy.min_interval:
+                if not final:
+                    return
+                await asyncio.sleep(self._last_poll + policy.min_interval - now)
+            self._poll_interval = policy.next_interval(self._poll_interval)
+            try:
+                request = self.refresh()
+                if final:
+                    await _bounded(request, policy.final_poll_timeout)
+                else:
+                    await request
+            except AuthenticationError:
+                raise
+            except (AddVocalsError, asyncio.TimeoutError) as exc:
+                log.info("poll of task %s failed, will retry: %s", self.task_id, exc)
+            finally:
+                self._last_poll = time.monotonic()
+
+
+async def _bounded(awaitable: Awaitable[Any], timeout: float) -> None:
+    await asyncio.wait_for(awaitable, timeout)
