@@ -234,7 +234,9 @@ class CallbackReceiver:
     out, a random one is made and a warning says so. ``webhook_hmac_key`` (or
     ``ADDVOCALS_WEBHOOK_HMAC_KEY``) turns on kie's signature check, with ``tolerance``
     seconds either way. Bodies over ``max_body_size`` bytes are refused with 413.
-    ``on_event`` is called with every accepted event, as a task of its own.
+    ``on_event`` is called with every accepted event, as a task of its own;
+    ``on_unclaimed`` with every genuine callback for a task nobody here is waiting for
+    (submitted by another process with the same secret, or before a restart).
     """
 
     def __init__(
@@ -250,6 +252,7 @@ class CallbackReceiver:
         max_body_size: int = DEFAULT_MAX_BODY,
         backend: DeliveryBackend | None = None,
         on_event: EventHook | None = None,
+        on_unclaimed: EventHook | None = None,
         wire_format: WireFormat | None = None,
         shutdown_timeout: float = 5.0,
     ) -> None:
@@ -278,6 +281,7 @@ class CallbackReceiver:
         self.max_body_size = max_body_size
         self.backend: DeliveryBackend = backend if backend is not None else InMemoryBackend()
         self.on_event = on_event
+        self.on_unclaimed = on_unclaimed
         self.stats = ReceiverStats()
         self._wire = wire_format or wire
         self._shutdown_timeout = shutdown_timeout
@@ -467,6 +471,8 @@ class CallbackReceiver:
                 self._spawn_hook(self.on_event, event)
         elif outcome is DeliveryResult.ORPHANED:
             self.stats.orphaned += 1
+            if self.on_unclaimed is not None:
+                self._spawn_hook(self.on_unclaimed, event)
         else:
             self.stats.ignored += 1
             log.debug("ignored a %s callback for task %s", event.callback_type, event.task_id)
