@@ -48,6 +48,7 @@ __all__ = ["AddVocalsClient", "ProgressCallback", "RetryPolicy"]
 log = logging.getLogger("addvocals_async")
 
 API_KEY_ENV = "ADDVOCALS_API_KEY"
+BASE_URL_ENV = "ADDVOCALS_BASE_URL"
 ProgressCallback = Callable[[int, "int | None"], None]
 """``progress(received_bytes, total_bytes_or_None)``, called as a download advances."""
 
@@ -97,7 +98,8 @@ class AddVocalsClient:
 
     ``api_key`` falls back to ``ADDVOCALS_API_KEY``. ``provider`` is ``"apibox"``
     (default), ``"sunoapi"`` or ``"kie"`` (or a ``ProviderProfile``); ``base_url``
-    overrides its host. With a ``receiver``, tasks get their callback URLs from it and
+    (or ``ADDVOCALS_BASE_URL``, handy to point a program at the simulator) overrides
+    its host. With a ``receiver``, tasks get their callback URLs from it and
     resolve as callbacks land; without one, pass ``callback_url`` (the API requires one)
     and tasks resolve by polling. ``request_timeout`` bounds each HTTP request; task
     deadlines are separate (``task.complete(timeout=...)``).
@@ -126,7 +128,8 @@ class AddVocalsClient:
             )
         self._api_key = Secret(key.strip())
         self.profile = get_provider(provider)
-        self.base_url = yarl.URL(base_url or self.profile.base_url)
+        base_url = base_url or os.environ.get(BASE_URL_ENV) or self.profile.base_url
+        self.base_url = yarl.URL(base_url)
         if self.base_url.scheme not in ("http", "https") or not self.base_url.host:
             raise RequestValidationError("base_url", base_url, "must be an absolute http(s) URL")
         self.receiver = receiver

@@ -168,14 +168,20 @@ class WireFormat:
         def structure(value: Any, _: Any) -> Track:
             if not isinstance(value, Mapping):
                 raise CallbackParseError(f"expected an object for {cls.__name__}")
-            kwargs: dict[str, Any] = {}
+            spellings: dict[str, list[tuple[str, Any]]] = {}
             extra: dict[str, Any] = {}
             for key, item in value.items():
                 name = snake_case(key) if isinstance(key, str) else ""
-                if name in field_types and name not in kwargs:
-                    kwargs[name] = self._conv.structure(item, field_types[name])
+                if name in field_types:
+                    spellings.setdefault(name, []).append((key, item))
                 else:
                     extra[str(key)] = item
+            kwargs: dict[str, Any] = {}
+            for name, found in spellings.items():
+                # Both spellings sent: the first non-empty one wins, the rest is kept.
+                chosen = next((kv for kv in found if kv[1] not in (None, "")), found[0])
+                kwargs[name] = self._conv.structure(chosen[1], field_types[name])
+                extra.update((k, v) for k, v in found if k != chosen[0])
             return cls(**kwargs, extra=extra)
 
         return structure

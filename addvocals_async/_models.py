@@ -80,6 +80,8 @@ def _require_text(field: str, value: object) -> None:
 def require_url(field: str, value: object) -> None:
     _require_text(field, value)
     assert isinstance(value, str)
+    if value != value.strip():
+        raise RequestValidationError(field, value, "must not start or end with white space")
     try:
         url = yarl.URL(value)
     except (ValueError, TypeError):
@@ -144,6 +146,8 @@ def _validate_request(request: AddVocalsRequest) -> None:
             "variety", variety, "must be a whole number from 0 (off) to 4 (max)"
         )
     model = request.model
+    if isinstance(model, UncheckedModel) and not model.strip():
+        raise RequestValidationError("model", model, "UncheckedModel needs a model name")
     known_model = model is None or isinstance(model, UncheckedModel) or model in KNOWN_MODELS
     if not known_model:
         raise RequestValidationError(
