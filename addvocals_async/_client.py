@@ -277,6 +277,9 @@ class AddVocalsClient:
         if not isinstance(task_id, str) or not task_id.strip():
             raise RequestValidationError("task_id", task_id, "must be a non-empty task id")
         state = TaskState(task_id.strip(), self.profile)
+        # Nothing is known of it: it may have finished long ago, so ask at the first wait
+        # instead of giving callbacks the usual grace period first.
+        state.last_activity = float("-inf")
         if self.receiver is not None:
             self.receiver.attach(state)
         return VocalTask(self, state)
