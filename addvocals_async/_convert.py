@@ -21,7 +21,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track
+from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track, Tracks
 
 __all__ = ["CallbackParseError", "WireFormat", "callback_task_id", "parse_create_time", "wire"]
 
@@ -135,7 +135,7 @@ class WireFormat:
 
     def __init__(self, naive_tz: tzinfo = timezone.utc) -> None:
         self.naive_tz = naive_tz
-        conv = cattrs.Converter()
+        conv = self._conv = cattrs.Converter()
         conv.register_structure_hook(str, _loose_str)
         conv.register_structure_hook(float | None, _loose_float)
         conv.register_structure_hook(int | None, _loose_int)
@@ -155,33 +155,39 @@ class WireFormat:
                 AddVocalsRequest, conv, _cattrs_omit_if_default=True, **renames
             ),
         )
-        self._conv = conv
 
     # ------------------------------------------------------------ generic loose structuring
 
     def _loose_fn(self, cls: type[Track]) -> Callable[[Any, Any], Track]:
         """A hook that builds ``cls`` from a mapping in snake_case or camelCase, coercing
-        each field loosely and keeping unknown keys in ``extra``."""
+        each field loosely and keeping unknown keys in ``extra``.
+
+        It runs for every track of every callback, so the spellings and each field's
+        hook are looked up once here, not per value."""
         attrs.resolve_types(cls)
-        field_types = {f.name: f.type for f in attrs.fields(cls) if f.name != "extra"}
+        fields = [f for f in attrs.fields(cls) if f.name != "extra"]
+        aliases = {spelling: f.name for f in fields for spelling in (f.name, camel_case(f.name))}
+        hooks = {f.name: (self._conv.get_structure_hook(f.type), f.type) for f in fields}
 
         def structure(value: Any, _: Any) -> Track:
             if not isinstance(value, Mapping):
                 raise CallbackParseError(f"expected an object for {cls.__name__}")
-            spellings: dict[str, list[tuple[str, Any]]] = {}
+            raw: dict[str, Any] = {}
+            chosen: dict[str, str] = {}
             extra: dict[str, Any] = {}
             for key, item in value.items():
-                name = snake_case(key) if isinstance(key, str) else ""
-                if name in field_types:
-                    spellings.setdefault(name, []).append((key, item))
-                else:
+                name = aliases.get(key) if isinstance(key, str) else None
+                if name is None:
                     extra[str(key)] = item
-            kwargs: dict[str, Any] = {}
-            for name, found in spellings.items():
-                # Both spellings sent: the first non-empty one wins, the rest is kept.
-                chosen = next((kv for kv in found if kv[1] not in (None, "")), found[0])
-                kwargs[name] = self._conv.structure(chosen[1], field_types[name])
-                extra.update((k, v) for k, v in found if k != chosen[0])
+                elif name not in raw:
+                    raw[name], chosen[name] = item, key
+                elif raw[name] in (None, "") and item not in (None, ""):
+                    # Both spellings sent: a filled one beats an empty one; keep the other.
+                    extra[chosen[name]] = raw[name]
+                    raw[name], chosen[name] = item, key
+                else:
+                    extra[key] = item
+            kwargs = {name: hooks[name][0](item, hooks[name][1]) for name, item in raw.items()}
             return cls(**kwargs, extra=extra)
 
         return structure
@@ -244,7 +250,7 @@ class WireFormat:
             callback_type=_loose_str(callback_type),
             code=200 if code is None and callback_type != "error" else (code or 0),
             msg=_loose_str(body.get("msg")),
-            tracks=self._tracks(data.get("data")),
+            tracks=Tracks(_as_list(data.get("data")), self.structure_track),
             extra=extra,
         )
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import enum
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 import attrs
 import yarl
@@ -26,6 +26,7 @@ __all__ = [
     "TaskDetails",
     "TaskResult",
     "Track",
+    "Tracks",
     "UncheckedModel",
 ]
 
@@ -223,6 +224,55 @@ class Track:
         return bool(self.audio_url)
 
 
+class Tracks(Sequence[Track]):
+    """The tracks of a callback: an immutable sequence, parsed from the wire when first read.
+
+    The receiver answers a callback before anybody needs its tracks, and duplicates are
+    never read at all, so parsing waits until then. It cannot fail: entries that are not
+    JSON objects are dropped at once, and every field is read loosely. Compares equal to
+    any sequence of the same tracks (a tuple, a list).
+    """
+
+    __slots__ = ("_parse", "_raw", "_tracks")
+
+    def __init__(self, raw: Iterable[Any], parse: Callable[[Mapping[str, Any]], Track]) -> None:
+        self._raw: list[Mapping[str, Any]] = [item for item in raw if isinstance(item, Mapping)]
+        self._parse = parse
+        self._tracks: tuple[Track, ...] | None = None
+
+    def _all(self) -> tuple[Track, ...]:
+        if self._tracks is None:
+            self._tracks = tuple(self._parse(item) for item in self._raw)
+            self._raw = []
+        return self._tracks
+
+    def __len__(self) -> int:
+        return len(self._raw) if self._tracks is None else len(self._tracks)
+
+    @overload
+    def __getitem__(self, index: int) -> Track: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Track, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Track | tuple[Track, ...]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[Track]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return self._all() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 _CALLBACK_STAGES = {"text": Stage.TEXT, "first": Stage.FIRST, "complete": Stage.COMPLETE}
 
 
@@ -235,7 +285,7 @@ class CallbackEvent:
     callback_type: str
     code: int
     msg: str = ""
-    tracks: tuple[Track, ...] = ()
+    tracks: Sequence[Track] = ()
     extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 
     @property
@@ -306,7 +356,7 @@ class TaskResult:
 
     task_id: str
     stage: Stage
-    tracks: tuple[Track, ...] = ()
+    tracks: Sequence[Track] = ()
     code: int = 200
     msg: str = ""
     source: str = "callback"

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -30,7 +30,7 @@ from ._errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
-from ._models import CallbackEvent, Stage, TaskDetails, TaskResult
+from ._models import CallbackEvent, Stage, TaskDetails, TaskResult, Track
 from ._providers import ProviderProfile
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class TaskState:
             callback(self)
         return True
 
-    def _latest_tracks(self) -> tuple[Any, ...]:
+    def _latest_tracks(self) -> Sequence[Track]:
         for event in reversed(self.events):
             if event.tracks:
                 return event.tracks
