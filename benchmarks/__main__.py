@@ -1,0 +1,32 @@
+"""``python -m benchmarks [--quick]``: run every benchmark, print the ratios, and exit 1
+when a goal is missed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from . import pending_memory, receiver_throughput
+
+
+async def main(quick: bool) -> int:
+    throughput = await receiver_throughput.run(n=300 if quick else 5000, rounds=1 if quick else 3)
+    memory = await pending_memory.run(n=2000 if quick else 100_000)
+    print(json.dumps({"receiver_throughput": throughput, "pending_memory": memory}, indent=2))
+    missed = []
+    if throughput["ratio"] < throughput["goal"]:
+        missed.append(f"receiver throughput {throughput['ratio']:.2f}x < {throughput['goal']}x")
+    if memory["memory_ratio"] > memory["memory_goal"]:
+        missed.append(f"memory ratio {memory['memory_ratio']:.2f} > {memory['memory_goal']}")
+    if memory["dispatch_ratio"] > memory["dispatch_goal"]:
+        missed.append(f"dispatch ratio {memory['dispatch_ratio']:.2f} > {memory['dispatch_goal']}")
+    for line in missed:
+        print(f"goal missed: {line}", file=sys.stderr)
+    if quick:
+        return 0  # a smoke run: too small to judge
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main("--quick" in sys.argv)))

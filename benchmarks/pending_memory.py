@@ -1,0 +1,113 @@
+"""Goal: 100,000 pending tasks cost at most half the memory of the naive design, and
+dispatch stays O(1).
+
+The naive design gives every pending task a waiting ``asyncio.Task`` around a future (what
+``asyncio.create_task(wait_for_callback(...))`` per submit amounts to). Ours holds a
+``TaskState`` and a registration: no task, no future, until somebody waits. Memory is
+measured with tracemalloc in this process; dispatch time per callback is compared between
+1,000 and 100,000 registered tasks (the ratio should stay near 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import secrets
+import time
+import tracemalloc
+from typing import Any
+
+from addvocals_async import CallbackReceiver
+from addvocals_async._providers import get_provider
+from addvocals_async._tasks import TaskState
+
+GOAL_MEMORY_RATIO = 0.5
+GOAL_DISPATCH_RATIO = 2.0
+
+
+def _measure(build: Any) -> tuple[int, Any]:
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept = build()
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return after - before, kept
+
+
+async def naive(n: int) -> int:
+    loop = asyncio.get_running_loop()
+
+    async def wait_for_callback(future: asyncio.Future[None]) -> None:
+        await future
+
+    def build() -> Any:
+        futures = {secrets.token_hex(16): loop.create_future() for _ in range(n)}
+        tasks = [asyncio.ensure_future(wait_for_callback(f)) for f in futures.values()]
+        return futures, tasks
+
+    size, (futures, tasks) = _measure(build)
+    await asyncio.sleep(0)  # let every task start waiting
+    for future in futures.values():
+        future.set_result(None)
+    await asyncio.gather(*tasks)
+    return size
+
+
+async def ours(n: int) -> tuple[int, CallbackReceiver]:
+    profile = get_provider("apibox")
+    rx = CallbackReceiver(public_url="https://hooks.example.org/addvocals",
+                          secret=secrets.token_bytes(32))  # fmt: skip
+
+    def build() -> Any:
+        for _ in range(n):
+            registration = rx.register(TaskState(None, profile))
+            rx.bind(registration, secrets.token_hex(16))
+        return None
+
+    size, _ = _measure(build)
+    return size, rx
+
+
+async def dispatch_time(registered: int, sample: int = 1000) -> float:
+    sample = min(sample, registered)
+    profile = get_provider("apibox")
+    rx = CallbackReceiver(public_url="https://hooks.example.org/addvocals",
+                          secret=secrets.token_bytes(32))  # fmt: skip
+    targets = []
+    for i in range(registered):
+        task_id = secrets.token_hex(16)
+        registration = rx.register(TaskState(None, profile))
+        rx.bind(registration, task_id)
+        if i < sample:
+            token = registration.callback_url.rsplit("/", 1)[1]
+            text = {"code": 200, "msg": "ok", "data": {"callbackType": "text", "task_id": task_id}}
+            targets.append((token, json.dumps(text).encode()))
+    start = time.perf_counter()
+    for token, body in targets:
+        rx.handle_token(token, {}, body)
+    elapsed = time.perf_counter() - start
+    assert rx.stats.accepted == sample
+    await rx.aclose()
+    return elapsed / sample
+
+
+async def run(n: int = 100_000) -> dict[str, Any]:
+    naive_bytes = await naive(n)
+    our_bytes, rx = await ours(n)
+    await rx.aclose()
+    small = await dispatch_time(1000)
+    large = await dispatch_time(n)
+    return {
+        "tasks": n,
+        "naive_bytes_per_task": naive_bytes / n,
+        "our_bytes_per_task": our_bytes / n,
+        "memory_ratio": our_bytes / naive_bytes,
+        "memory_goal": GOAL_MEMORY_RATIO,
+        "dispatch_us_1k": small * 1e6,
+        "dispatch_us_large": large * 1e6,
+        "dispatch_ratio": large / small,
+        "dispatch_goal": GOAL_DISPATCH_RATIO,
+    }
