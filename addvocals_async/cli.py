@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
+import stamina.instrumentation
 
 from ._client import API_KEY_ENV, AddVocalsClient
 from ._errors import (
@@ -36,7 +37,7 @@ from ._errors import (
 from ._models import Stage, TaskResult, Track, UncheckedModel
 from ._providers import PROVIDERS
 from ._receiver import SECRET_ENV, CallbackReceiver
-from ._tasks import VocalTask
+from ._tasks import PollPolicy, VocalTask
 from ._version import __version__
 
 __all__ = ["main"]
@@ -140,24 +141,37 @@ def _api_key(args: argparse.Namespace) -> str:
 
 
 def _client(args: argparse.Namespace, receiver: CallbackReceiver | None = None) -> AddVocalsClient:
+    interval = getattr(args, "poll_interval", None)
+    poll = None
+    if interval is not None:
+        poll = PollPolicy(initial=interval, maximum=interval, min_interval=min(interval, 1.0))
     return AddVocalsClient(
         _api_key(args),
         provider=args.provider,
         base_url=args.base_url,
         receiver=receiver,
         request_timeout=args.request_timeout,
+        poll=poll,
     )
 
 
 def _receiver(args: argparse.Namespace) -> CallbackReceiver | None:
     if getattr(args, "receiver_port", None) is None and not getattr(args, "public_url", None):
         return None
-    return CallbackReceiver(
+    return _make_receiver(
         host=args.receiver_host,
         port=args.receiver_port or 0,
         public_url=args.public_url,
         secret=args.receiver_secret,
     )
+
+
+def _make_receiver(**options: Any) -> CallbackReceiver:
+    """A receiver, with a bad setting (short secret, relative public URL) as a usage error."""
+    try:
+        return CallbackReceiver(**options)
+    except ValueError as exc:
+        raise CLIError(f"invalid receiver setting: {exc}") from None
 
 
 async def _follow(task: VocalTask, progress: Progress, timeout: float | None) -> TaskResult:
@@ -283,7 +297,6 @@ async def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 
 async def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
     dest = Path(args.out)
-    dest.mkdir(parents=True, exist_ok=True)
     async with _client(args) as client:
         details = await client.get_details(args.task_id)
         if details.stage is Stage.FAILED:
@@ -300,6 +313,7 @@ async def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
                 f"try: addvocals wait {args.task_id}",
                 EXIT_API,
             )
+        dest.mkdir(parents=True, exist_ok=True)  # only now: a failed command leaves nothing
         for path in await download_tracks(
             client, tracks, dest, overwrite=args.overwrite, images=args.images, stream=sys.stderr
         ):
@@ -365,7 +379,7 @@ async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             f"serve needs the receiver secret the tasks were submitted with: pass --secret or set "
             f"{SECRET_ENV} (and submit with the same one: addvocals submit --public-url URL)"
         )
-    receiver = CallbackReceiver(
+    receiver = _make_receiver(
         host=args.host,
         port=args.port,
         public_url=args.public_url,
@@ -381,8 +395,12 @@ async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
-    from .testing import serve_forever
+    from .testing import SCENARIOS, serve_forever
 
+    if args.scenario not in SCENARIOS:
+        raise CLIError(f"unknown --scenario {args.scenario!r}; one of: {', '.join(SCENARIOS)}")
+    if not args.speed > 0:
+        raise CLIError(f"--speed must be positive, got {args.speed:g}")
     await serve_forever(
         host=args.host,
         port=args.port,
@@ -392,6 +410,7 @@ async def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         scenario=args.scenario,
         seed=args.seed,
         webhook_hmac_key=args.webhook_hmac_key,
+        out=out,
     )
     return EXIT_OK
 
@@ -432,9 +451,22 @@ def _add_api_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _poll_interval(text: str) -> float:
+    value = _weight(text)
+    if not value >= 0.5:
+        raise argparse.ArgumentTypeError(f"{text} is too often: poll at most twice a second")
+    return value
+
+
 def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "callback receiver (optional; without one the task is polled)"
+    )
+    group.add_argument(
+        "--poll-interval",
+        type=_poll_interval,
+        metavar="SECONDS",
+        help="poll the task this often (default: every 10 s, growing to 30 s; at least 0.5)",
     )
     group.add_argument(
         "--receiver-port",
@@ -619,6 +651,8 @@ def _exit_code(exc: BaseException) -> int:
         return EXIT_FAILED
     if isinstance(exc, TaskTimeoutError):
         return EXIT_TIMEOUT
+    if isinstance(exc, FileExistsError):
+        return EXIT_USAGE  # a download refusing to overwrite: the user's call, not the network
     if isinstance(exc, (APIConnectionError, ReceiverClosedError, OSError)):
         return EXIT_NETWORK
     if isinstance(exc, APIError):
@@ -628,9 +662,23 @@ def _exit_code(exc: BaseException) -> int:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TaskTimeoutError):
-        return f"{exc}; resume with: addvocals wait {exc.task_id}"
-    if isinstance(exc, FileExistsError):
-        return f"{exc.args[0] if exc.args else exc} (use --overwrite)"
+        after = f" after {exc.timeout:g} s" if exc.timeout is not None else ""
+        return (
+            f"task {exc.task_id} is not complete{after} (it may still finish); "
+            f"resume with: addvocals wait {exc.task_id}"
+        )
+    if isinstance(exc, FileExistsError) and exc.errno is None:
+        # The SDK's refusal to overwrite: "<path> exists; pass overwrite=True ..."
+        what = str(exc.args[0]).split(";")[0] if exc.args else "the file exists"
+        return f"{what}; pass --overwrite to replace it"
+    if isinstance(exc, RequestValidationError) and exc.field == "model":
+        rule = exc.rule.split(";")[0]
+        return f"--model {exc.value}: {rule}; pass --allow-unknown-model to send it anyway"
+    if isinstance(exc, RequestValidationError) and exc.field == "callback_url" and not exc.value:
+        return (
+            "the API needs a callback URL: pass --callback-url URL, or --wait with "
+            "--receiver-port PORT (and --public-url URL when the API cannot reach this machine)"
+        )
     if isinstance(exc, (AddVocalsError, CLIError, OSError)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
@@ -646,13 +694,21 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
         logging.basicConfig(level=logging.DEBUG)
     func: Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]] = args.func
+    # stamina announces each scheduled retry ("stamina.retry_scheduled") on stderr, or on
+    # stdout with structlog installed: noise for a person, and it would corrupt --json.
+    retry_hooks = stamina.instrumentation.get_on_retry_hooks()
+    if not args.debug:
+        stamina.instrumentation.set_on_retry_hooks([])
     try:
         return asyncio.run(func(args, stream))
     except KeyboardInterrupt:
-        sys.stderr.write("\ninterrupted\n")
+        # On a terminal, end the line the ^C echo left; on a pipe, one plain line.
+        sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:
         if args.debug:
             raise
         sys.stderr.write(f"addvocals: error: {_describe(exc)}\n")
         return _exit_code(exc)
+    finally:
+        stamina.instrumentation.set_on_retry_hooks(retry_hooks)
