@@ -106,6 +106,7 @@ class InMemoryBackend:
         self._by_task: dict[str, TaskState] = {}
         self._ref_task = _LRU(memory)  # ref -> task id, for refs with no live registration
         self._orphans = _LRU(memory)  # task id -> list of events nobody was waiting for
+        self._finished = _LRU(memory)  # task ids that reached a terminal stage here
         self._orphan_cap = orphan_events_per_task
 
     def __len__(self) -> int:
@@ -153,6 +154,9 @@ class InMemoryBackend:
         attached = self._by_task.get(event.task_id)
         if attached is not None:
             return DeliveryResult.ACCEPTED if attached.apply(event) else DeliveryResult.IGNORED
+        if event.task_id in self._finished:
+            # A duplicate or late callback of a task that finished here: not an orphan.
+            return DeliveryResult.IGNORED
         kept = self._orphans.get(event.task_id) or []
         if len(kept) < self._orphan_cap:
             kept.append(event)
@@ -160,6 +164,8 @@ class InMemoryBackend:
         return DeliveryResult.ORPHANED
 
     def _forget(self, ref: str | None, state: TaskState) -> None:
+        if state.task_id is not None:
+            self._finished.put(state.task_id, True)
         if ref is not None:
             self._by_ref.pop(ref, None)
             if state.task_id is not None:
@@ -311,9 +317,11 @@ class CallbackReceiver:
             raise RuntimeError("this receiver was closed; create a new one")
         app = web.Application(client_max_size=self.max_body_size + 1)
         self.mount(app, path=self.path, close_with_app=False)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=self._shutdown_timeout)
+        site = web.TCPSite(runner, self.host, self.port)
         try:
             await site.start()
         except BaseException:
@@ -442,7 +450,7 @@ class CallbackReceiver:
             return _reject(403, "invalid callback token")
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
             return self._bad_body("the body is not JSON")
         if self._webhook_key is not None:
             try:

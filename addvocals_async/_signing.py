@@ -152,7 +152,9 @@ def verify_signature(
             f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header on a signed callback"
         )
     stamp = stamp.strip()
-    if not stamp.isdigit():
+    # ASCII digits only, and few of them: str.isdigit() also accepts "²" and other
+    # scripts' digits, and int() refuses over 4300 digits; both raised a bare ValueError.
+    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 20:
         raise WebhookVerificationError(f"{TIMESTAMP_HEADER} is not an integer: {stamp[:20]!r}")
     timestamp = int(stamp)
     current = time.time() if now is None else now

@@ -15,6 +15,7 @@ before a deadline expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -364,7 +365,10 @@ class VocalTask:
                 # Callbacks can still arrive: wait for them until the deadline.
                 await asyncio.wait([state.changed()], timeout=remaining)
                 continue
-            await self._poll(final=False)
+            # A poll (its retries and backoff included) must not outlast the deadline; if
+            # the deadline comes first, the loop goes on to the last-chance poll.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._poll(final=False), remaining)
 
     def _time_to_next_poll(self, now: float) -> float:
         if self._last_poll is None:
