@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import random
-import tempfile
+import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -328,9 +328,9 @@ class AddVocalsClient:
         target = _download_target(Path(dest), track, url, kind, overwrite=overwrite)
         session = self._http()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.request_timeout, sock_read=60)
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".part", dir=target.parent
-        )
+        # Created like any new file (the umask applies), unlike mkstemp's owner-only 0600.
+        temp_name = str(target.with_name(f".{target.name}.{secrets.token_hex(4)}.part"))
+        fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as out:
                 try:

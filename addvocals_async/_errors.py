@@ -24,6 +24,7 @@ carry what the API said and what the caller passed, never credentials.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 __all__ = [
@@ -62,10 +63,14 @@ class RequestValidationError(AddVocalsError, ValueError):
         self.field = field
         self.value = value
         self.rule = rule
+        self._init_args = (field, value, rule)
         shown = repr(value)
         if len(shown) > 80:
             shown = f"{shown[:60]}... ({len(value) if hasattr(value, '__len__') else '?'} chars)"
         super().__init__(f"{field}={shown}: {rule}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._init_args, self.__dict__)
 
 
 class APIError(AddVocalsError):
@@ -93,9 +98,17 @@ class APIError(AddVocalsError):
         self.http_status = http_status
         self.task_id = task_id
         self.retry_after = retry_after
-        where = f" (HTTP {http_status})" if http_status is not None and http_status != code else ""
-        about = f" for task {task_id}" if task_id else ""
-        super().__init__(f"API error {code}{where}{about}: {msg or 'no message'}")
+        super().__init__(code, msg)
+
+    def __str__(self) -> str:
+        # Built when shown: the client adds the task id after the error is made.
+        odd_status = self.http_status not in (None, 200, self.code)
+        where = f" (HTTP {self.http_status})" if odd_status else ""
+        about = f" for task {self.task_id}" if self.task_id else ""
+        return f"API error {self.code}{where}{about}: {self.msg or 'no message'}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.msg), self.__dict__)
 
 
 class InvalidParametersError(APIError):
@@ -144,6 +157,9 @@ class APIConnectionError(AddVocalsError):
             message += " (the task may have been created anyway; do not blindly resubmit)"
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self.args, self.__dict__)
+
 
 class APITimeoutError(APIConnectionError):
     """The API did not answer within the request timeout."""
@@ -166,6 +182,10 @@ class TaskFailedError(AddVocalsError):
             parts.append(f"(status {status})")
         super().__init__(" ".join(parts) + f": {msg or 'no message'}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        rebuild = functools.partial(type(self), status=self.status)
+        return (rebuild, (self.task_id, self.code, self.msg), self.__dict__)
+
 
 class TaskTimeoutError(AddVocalsError, TimeoutError):
     """A wait reached its deadline. ``stage`` is the stage waited for; the task itself
@@ -177,6 +197,9 @@ class TaskTimeoutError(AddVocalsError, TimeoutError):
         self.timeout = timeout
         after = f" after {timeout:g} s" if timeout is not None else ""
         super().__init__(f"task {task_id} did not reach stage {stage!r}{after}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.task_id, self.stage, self.timeout), self.__dict__)
 
 
 class WebhookVerificationError(AddVocalsError, ValueError):

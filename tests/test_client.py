@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -387,3 +388,15 @@ def test_missing_api_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("ADDVOCALS_API_KEY", "from-env-abcdef")
     client = AddVocalsClient()
     assert "from-env-abcdef" not in repr(client)
+
+
+async def test_downloaded_files_get_ordinary_permissions(sim: Simulator, tmp_path: Path) -> None:
+    """Written aside and renamed, yet created like any new file (the umask applies)."""
+    umask = os.umask(0o022)
+    try:
+        async with make_client(sim) as client:
+            tracks = await _finished_tracks(sim, client)
+            path = await client.download(tracks[0], tmp_path)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -94,9 +94,40 @@ def test_api_error_attributes_and_message() -> None:
     assert error.retry_after is None
     text = str(error)
     assert "430" in text
-    assert "HTTP 200" in text
+    assert "HTTP" not in text  # an envelope error inside HTTP 200 is the normal case
     assert "abc123" in text
     assert "Request frequency too high" in text
+    assert "HTTP 503" in str(APIError(455, "Maintenance", http_status=503))
+
+
+def test_the_task_id_shows_even_when_set_after_the_error_was_made() -> None:
+    error = APIError(404, "Task not found", http_status=200)
+    error.task_id = "4d8e0f3a91b27c65e0a4f1d9b3c87e52"
+    assert str(error) == "API error 404 for task 4d8e0f3a91b27c65e0a4f1d9b3c87e52: Task not found"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        APIError(430, "slow down", http_status=200, task_id="t1", retry_after=3.0),
+        RateLimitError(429, "slow down", http_status=429),
+        ServerError(500, "boom", http_status=500),
+        RequestValidationError("style_weight", 0.615, "must be a multiple of 0.01"),
+        APIConnectionError("reset", maybe_submitted=True),
+        APITimeoutError("no answer"),
+        TaskFailedError("t1", 531, "refunded", status="GENERATE_AUDIO_FAILED"),
+        TaskTimeoutError("t1", "complete", 9.0),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_errors_survive_pickling(error: Exception) -> None:
+    """Errors cross process boundaries (worker pools, a shared delivery backend)."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert vars(copy) == vars(error)
 
 
 def test_api_error_same_http_status_not_repeated() -> None:
