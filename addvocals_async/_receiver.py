@@ -108,6 +108,7 @@ class InMemoryBackend:
         self._orphans = _LRU(memory)  # task id -> list of events nobody was waiting for
         self._finished = _LRU(memory)  # task ids that reached a terminal stage here
         self._orphan_cap = orphan_events_per_task
+        self._on_finished = self._forget  # bound once, shared by every task's clean-up
 
     def __len__(self) -> int:
         """How many tasks are registered or attached (0 once all have finished)."""
@@ -115,7 +116,8 @@ class InMemoryBackend:
 
     def register(self, ref: str, state: TaskState) -> None:
         self._by_ref[ref] = state
-        state.on_terminal(lambda s: self._forget(ref, s))
+        state.ref = ref
+        state.on_terminal(self._on_finished)
 
     def unregister(self, ref: str) -> None:
         state = self._by_ref.pop(ref, None)
@@ -132,7 +134,7 @@ class InMemoryBackend:
         if state.stage.is_terminal:
             return
         self._by_task[state.task_id] = state
-        state.on_terminal(lambda s: self._forget(None, s))
+        state.on_terminal(self._on_finished)
         for event in self._orphans.pop(state.task_id, ()):
             state.apply(event)
 
@@ -163,7 +165,8 @@ class InMemoryBackend:
         self._orphans.put(event.task_id, kept)
         return DeliveryResult.ORPHANED
 
-    def _forget(self, ref: str | None, state: TaskState) -> None:
+    def _forget(self, state: TaskState) -> None:
+        ref = state.ref
         if state.task_id is not None:
             self._finished.put(state.task_id, True)
         if ref is not None:

@@ -99,15 +99,18 @@ def event_from_details(details: TaskDetails) -> CallbackEvent | None:
 class TaskState:
     """The stage machine of one task. Applying events is synchronous and never blocks."""
 
+    # A pending task is a handful of pointers: its lists and dicts are made only once an
+    # event arrives, so 100,000 tasks waiting for callbacks stay cheap.
     __slots__ = (
         "_changed",
+        "_events",
         "_on_terminal",
+        "_reached",
         "callbacks_expected",
-        "events",
         "failure",
         "last_activity",
         "profile",
-        "reached",
+        "ref",
         "stage",
         "task_id",
     )
@@ -123,8 +126,9 @@ class TaskState:
         self.profile = profile
         self.stage = Stage.PENDING
         self.callbacks_expected = callbacks_expected
-        self.events: list[CallbackEvent] = []
-        self.reached: dict[Stage, TaskResult] = {}
+        self.ref: str | None = None  # the receiver registration routing callbacks here
+        self._events: list[CallbackEvent] | None = None
+        self._reached: dict[Stage, TaskResult] | None = None
         self.failure: TaskFailedError | None = None
         self.last_activity = time.monotonic()
         self._changed: asyncio.Future[None] | None = None
@@ -132,6 +136,11 @@ class TaskState:
 
     def __repr__(self) -> str:
         return f"TaskState(task_id={self.task_id!r}, stage={self.stage.value})"
+
+    @property
+    def events(self) -> list[CallbackEvent]:
+        """The accepted events, in arrival order."""
+        return self._events if self._events is not None else []
 
     # ---------------------------------------------------------------- transitions
 
@@ -160,11 +169,15 @@ class TaskState:
                 msg=event.msg,
                 source=str(event.extra.get("source", "callback")),
             )
+            if self._reached is None:
+                self._reached = {}
             for stage in (Stage.TEXT, Stage.FIRST, Stage.COMPLETE):
-                if stage.rank <= target.rank and stage not in self.reached:
-                    self.reached[stage] = result
+                if stage.rank <= target.rank and stage not in self._reached:
+                    self._reached[stage] = result
             self.stage = target
-        self.events.append(event)
+        if self._events is None:
+            self._events = []
+        self._events.append(event)
         self._notify()
         if self.stage.is_terminal and self._on_terminal is not None:
             callback, self._on_terminal = self._on_terminal, None
@@ -208,7 +221,7 @@ class TaskState:
     def result_for(self, stage: Stage) -> TaskResult | None:
         """The result once ``stage`` (or a later one) was reached; raises the task's
         ``TaskFailedError`` when it failed before reaching it."""
-        result = self.reached.get(stage)
+        result = self._reached.get(stage) if self._reached is not None else None
         if result is not None:
             return result
         if self.failure is not None:
