@@ -122,6 +122,10 @@ def callback_task_id(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+_CALLBACK_DATA_KEYS = frozenset({"callbackType", "callback_type", "task_id", "taskId", "data"})
+_CALLBACK_BODY_KEYS = frozenset({"code", "msg", "data"})
+
+
 def _as_list(value: object) -> list[Any]:
     return list(value) if isinstance(value, list) else []
 
@@ -232,25 +236,42 @@ class WireFormat:
     # ------------------------------------------------------------ callbacks
 
     def structure_callback(self, body: Any) -> CallbackEvent:
-        """Parse a callback body; ``CallbackParseError`` when it has no task id."""
-        if not isinstance(body, Mapping):
-            raise CallbackParseError("callback body is not a JSON object")
-        task_id = callback_task_id(body)
-        if task_id is None:
-            raise CallbackParseError("callback body names no task id")
+        """Parse a callback body; ``CallbackParseError`` when it has no task id.
+
+        This runs in the receiver for every callback, so the documented shape takes a
+        direct path and anything odd falls back to the loose readers."""
+        if not isinstance(body, dict):
+            if not isinstance(body, Mapping):
+                raise CallbackParseError("callback body is not a JSON object")
+            body = dict(body)
         data = body.get("data")
-        data = data if isinstance(data, Mapping) else {}
-        code = _loose_int(body.get("code"))
-        callback_type = data.get("callbackType", data.get("callback_type"))
-        known = {"callbackType", "callback_type", "task_id", "taskId", "data"}
-        extra = {k: v for k, v in data.items() if k not in known}
-        extra.update({k: v for k, v in body.items() if k not in ("code", "msg", "data")})
+        if not isinstance(data, dict):
+            data = dict(data) if isinstance(data, Mapping) else {}
+        task_id = data.get("task_id")
+        if type(task_id) is not str or not task_id:
+            task_id = callback_task_id(body)
+            if task_id is None:
+                raise CallbackParseError("callback body names no task id")
+        callback_type = data.get("callbackType")
+        if callback_type is None:
+            callback_type = data.get("callback_type")
+        code = body.get("code")
+        if type(code) is not int:
+            loose = _loose_int(code)
+            code = 200 if loose is None and callback_type != "error" else (loose or 0)
+        msg = body.get("msg")
+        items = data.get("data")
+        extra = {k: v for k, v in data.items() if k not in _CALLBACK_DATA_KEYS}
+        if len(body) > 3:
+            extra.update((k, v) for k, v in body.items() if k not in _CALLBACK_BODY_KEYS)
         return CallbackEvent(
             task_id=task_id,
-            callback_type=_loose_str(callback_type),
-            code=200 if code is None and callback_type != "error" else (code or 0),
-            msg=_loose_str(body.get("msg")),
-            tracks=Tracks(_as_list(data.get("data")), self.structure_track),
+            callback_type=callback_type
+            if type(callback_type) is str
+            else _loose_str(callback_type),
+            code=code,
+            msg=msg if type(msg) is str else _loose_str(msg),
+            tracks=Tracks(items if type(items) is list else (), self.structure_track),
             extra=extra,
         )
 

@@ -236,18 +236,19 @@ class Tracks(Sequence[Track]):
     __slots__ = ("_parse", "_raw", "_tracks")
 
     def __init__(self, raw: Iterable[Any], parse: Callable[[Mapping[str, Any]], Track]) -> None:
-        self._raw: list[Mapping[str, Any]] = [item for item in raw if isinstance(item, Mapping)]
+        self._raw: Iterable[Any] = raw
         self._parse = parse
         self._tracks: tuple[Track, ...] | None = None
 
     def _all(self) -> tuple[Track, ...]:
         if self._tracks is None:
-            self._tracks = tuple(self._parse(item) for item in self._raw)
-            self._raw = []
+            parse = self._parse
+            self._tracks = tuple(parse(item) for item in self._raw if isinstance(item, Mapping))
+            self._raw = ()
         return self._tracks
 
     def __len__(self) -> int:
-        return len(self._raw) if self._tracks is None else len(self._tracks)
+        return len(self._all())
 
     @overload
     def __getitem__(self, index: int) -> Track: ...

@@ -229,10 +229,14 @@ class Registration:
 
 
 _RECEIVED = ReceiverResponse(200, {"status": "received"})
+_RECEIVED_JSON = _RECEIVED.json().encode()
 
 
 def _reject(status: int, reason: str) -> ReceiverResponse:
     return ReceiverResponse(status, {"status": "rejected", "reason": reason})
+
+
+_FORBIDDEN = _reject(403, "invalid callback token")
 
 
 class CallbackReceiver:
@@ -392,10 +396,15 @@ class CallbackReceiver:
             app.on_cleanup.append(_close)
 
     async def _aiohttp_handler(self, request: web.Request) -> web.Response:
-        token = request.match_info["token"]
-        if request.content_length is not None and request.content_length > self.max_body_size:
+        ref = self._ref_for(request.match_info["token"])  # before reading a single byte
+        length = request.content_length
+        if ref is None:
+            response = _FORBIDDEN
+        elif length is not None and length > self.max_body_size:
             response = self._too_large()
-        else:
+        elif length is not None:
+            response = self._handle_body(ref, request.headers, await request.read())
+        else:  # chunked: count as it arrives
             body = bytearray()
             async for chunk in request.content.iter_chunked(65536):
                 body += chunk
@@ -403,7 +412,9 @@ class CallbackReceiver:
                     response = self._too_large()
                     break
             else:
-                response = self.handle_token(token, request.headers, bytes(body))
+                response = self._handle_body(ref, request.headers, bytes(body))
+        if response is _RECEIVED:
+            return web.Response(body=_RECEIVED_JSON, content_type="application/json")
         return web.json_response(response.body, status=response.status)
 
     # ---------------------------------------------------------------- registration
@@ -441,16 +452,25 @@ class CallbackReceiver:
         if not head.endswith("/cb"):
             self.stats.rejected_token += 1
             return _reject(404, "not a callback path")
-        if len(body) > self.max_body_size:
-            return self._too_large()
         return self.handle_token(token, headers, body)
 
     def handle_token(self, token: str, headers: Mapping[str, str], body: bytes) -> ReceiverResponse:
+        """``handle`` for a token already taken from the path; synchronous."""
+        ref = self._ref_for(token)
+        if ref is None:
+            return _FORBIDDEN
+        if len(body) > self.max_body_size:
+            return self._too_large()
+        return self._handle_body(ref, headers, body)
+
+    def _ref_for(self, token: str) -> str | None:
         ref = self._signer.check(token)
         if ref is None:
             self.stats.rejected_token += 1
             log.warning("refused a callback with an invalid URL token")
-            return _reject(403, "invalid callback token")
+        return ref
+
+    def _handle_body(self, ref: str, headers: Mapping[str, str], body: bytes) -> ReceiverResponse:
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse

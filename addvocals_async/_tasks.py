@@ -41,6 +41,13 @@ __all__ = ["PollPolicy", "TaskState", "VocalTask", "event_from_details"]
 
 log = logging.getLogger("addvocals_async")
 
+_COVERED = {
+    Stage.TEXT: (Stage.TEXT,),
+    Stage.FIRST: (Stage.TEXT, Stage.FIRST),
+    Stage.COMPLETE: (Stage.TEXT, Stage.FIRST, Stage.COMPLETE),
+}
+"""The stages a later stage reaches too: ``complete`` satisfies ``text()`` and ``first()``."""
+
 _STAGE_TYPES = {Stage.TEXT: "text", Stage.FIRST: "first", Stage.COMPLETE: "complete"}
 
 
@@ -128,7 +135,7 @@ class TaskState:
         self.callbacks_expected = callbacks_expected
         self.ref: str | None = None  # the receiver registration routing callbacks here
         self._events: list[CallbackEvent] | None = None
-        self._reached: dict[Stage, TaskResult] | None = None
+        self._reached: dict[Stage, CallbackEvent] | None = None
         self.failure: TaskFailedError | None = None
         self.last_activity = time.monotonic()
         self._changed: asyncio.Future[None] | None = None
@@ -161,19 +168,12 @@ class TaskState:
         elif target.rank <= self.stage.rank:
             return False
         else:
-            result = TaskResult(
-                task_id=self.task_id,
-                stage=target,
-                tracks=event.tracks or self._latest_tracks(),
-                code=event.code,
-                msg=event.msg,
-                source=str(event.extra.get("source", "callback")),
-            )
+            # The event that reached each stage (skipped ones included); results are built
+            # from it when somebody asks, not on the receiver's hot path.
             if self._reached is None:
                 self._reached = {}
-            for stage in (Stage.TEXT, Stage.FIRST, Stage.COMPLETE):
-                if stage.rank <= target.rank and stage not in self._reached:
-                    self._reached[stage] = result
+            for stage in _COVERED[target]:
+                self._reached.setdefault(stage, event)
             self.stage = target
         if self._events is None:
             self._events = []
@@ -184,11 +184,28 @@ class TaskState:
             callback(self)
         return True
 
-    def _latest_tracks(self) -> Sequence[Track]:
-        for event in reversed(self.events):
-            if event.tracks:
-                return event.tracks
-        return ()
+    def _result(self, event: CallbackEvent) -> TaskResult:
+        """The result ``event`` stands for. An event without tracks (``text``, or a poll of
+        a young task) carries the latest tracks that arrived before it."""
+        tracks: Sequence[Track] = event.tracks
+        if not tracks:
+            before = False
+            for earlier in reversed(self.events):
+                if earlier is event:
+                    before = True
+                elif before and earlier.tracks:
+                    tracks = earlier.tracks
+                    break
+        stage = event.stage
+        assert stage is not None
+        return TaskResult(
+            task_id=event.task_id,
+            stage=stage,
+            tracks=tracks,
+            code=event.code,
+            msg=event.msg,
+            source=str(event.extra.get("source", "callback")),
+        )
 
     def _failure_from(self, event: CallbackEvent) -> TaskFailedError:
         msg = event.msg
@@ -221,9 +238,9 @@ class TaskState:
     def result_for(self, stage: Stage) -> TaskResult | None:
         """The result once ``stage`` (or a later one) was reached; raises the task's
         ``TaskFailedError`` when it failed before reaching it."""
-        result = self._reached.get(stage) if self._reached is not None else None
-        if result is not None:
-            return result
+        event = self._reached.get(stage) if self._reached is not None else None
+        if event is not None:
+            return self._result(event)
         if self.failure is not None:
             raise self.failure
         return None

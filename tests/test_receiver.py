@@ -37,6 +37,8 @@ from addvocals_async import (
     TaskResult,
     VocalTask,
 )
+from addvocals_async._providers import get_provider
+from addvocals_async._tasks import TaskState
 from addvocals_async.testing import SimTask, Simulator
 
 SECRET = "receiver-secret-for-tests-0123456789"
@@ -424,7 +426,7 @@ async def test_fail_after_first() -> None:
         assert isinstance(complete, TaskFailedError)
         assert (complete.task_id, complete.code) == (task.task_id, 500)
         # A later wait still gets the first track, and the same failure for complete.
-        assert (await task.first(timeout=1)) is first
+        assert (await task.first(timeout=1)) == first
         with pytest.raises(TaskFailedError) as again:
             await task.complete(timeout=1)
         assert again.value is complete
@@ -738,13 +740,18 @@ async def test_handle_direct_calls() -> None:
     forged = await receiver.handle("/av/cb/abc.def", {}, body)
     assert forged.status == 403
     assert forged.body["status"] == "rejected"
-    too_big = await receiver.handle("/av/cb/abc.def", {}, b" " * 513)
+    # The token is checked before the size: a forged URL learns nothing about limits.
+    forged_big = await receiver.handle("/av/cb/abc.def", {}, b" " * 513)
+    assert forged_big.status == 403
+    genuine = receiver.register(TaskState(None, get_provider("apibox")))
+    path = "/av/cb/" + genuine.callback_url.rsplit("/", 1)[1]
+    too_big = await receiver.handle(path, {}, b" " * 513)
     assert too_big.status == 413
     assert (
         receiver.stats.rejected_token,
         receiver.stats.rejected_size,
         receiver.stats.accepted,
-    ) == (2, 1, 0)
+    ) == (3, 1, 0)
     await receiver.aclose()
 
 
