@@ -286,10 +286,16 @@ class AddVocalsClient:
 
     async def get_details(self, task_id: str) -> TaskDetails:
         """What the details endpoint (record-info) says about ``task_id`` now."""
+        return await self._details(task_id)
+
+    async def _details(self, task_id: str, *, attempts: int | None = None) -> TaskDetails:
         if not isinstance(task_id, str) or not task_id.strip():
             raise RequestValidationError("task_id", task_id, "must be a non-empty task id")
+        params = {"taskId": task_id}
         try:
-            data = await self._call("GET", self.profile.details_path, params={"taskId": task_id})
+            data = await self._call(
+                "GET", self.profile.details_path, params=params, attempts=attempts
+            )
         except APIError as exc:
             exc.task_id = exc.task_id or task_id
             raise
@@ -402,8 +408,10 @@ class AddVocalsClient:
         params: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
         submit: bool = False,
+        attempts: int | None = None,
     ) -> Any:
-        """Send with retries; return the envelope's ``data`` or raise the precise error."""
+        """Send with retries; return the envelope's ``data`` or raise the precise error.
+        ``attempts`` overrides the policy's (a task's poll makes one: its schedule retries)."""
         url = self.base_url / path.lstrip("/")
         policy = self.retry_policy
 
@@ -422,7 +430,7 @@ class AddVocalsClient:
 
         async for attempt in stamina.retry_context(
             on=backoff,
-            attempts=policy.attempts,
+            attempts=attempts or policy.attempts,
             timeout=policy.timeout,
             wait_initial=policy.wait_initial,
             wait_max=policy.wait_max,

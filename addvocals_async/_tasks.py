@@ -307,7 +307,10 @@ class VocalTask:
 
     async def refresh(self) -> TaskDetails:
         """Ask the details endpoint now and apply what it says; returns the details."""
-        details = await self._client.get_details(self.task_id)
+        return await self._refresh(attempts=None)
+
+    async def _refresh(self, *, attempts: int | None) -> TaskDetails:
+        details = await self._client._details(self.task_id, attempts=attempts)
         event = event_from_details(details)
         if event is not None:
             self._state.apply(event)
@@ -424,7 +427,9 @@ class VocalTask:
                 await asyncio.sleep(self._last_poll + policy.min_interval - now)
             self._poll_interval = policy.next_interval(self._poll_interval)
             try:
-                request = self.refresh()
+                # One attempt: a failed poll is retried by the poll schedule itself, not
+                # by a burst of requests against an API that just said "slow down".
+                request = self._refresh(attempts=1)
                 if final:
                     await _bounded(request, policy.final_poll_timeout)
                 else:

@@ -29,6 +29,7 @@ from addvocals_async import (
     ServerError,
     Stage,
     TaskFailedError,
+    TaskTimeoutError,
     Track,
 )
 from addvocals_async._client import parse_retry_after
@@ -400,3 +401,18 @@ async def test_downloaded_files_get_ordinary_permissions(sim: Simulator, tmp_pat
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+async def test_a_failed_poll_is_not_retried_in_a_burst(sim: Simulator) -> None:
+    """Each poll is one request; the poll schedule is the retry (maintenance answers here)."""
+    sim.script("lost_all")
+    policy = PollPolicy(grace=0, initial=0.2, maximum=0.2, min_interval=0.2, default_timeout=5)
+    async with make_client(sim, poll=policy, retry=RetryPolicy.no_wait(attempts=5)) as client:
+        task = await client.add_vocals(**REQUEST)
+        sim.maintenance = True
+        with pytest.raises(TaskTimeoutError):
+            await task.complete(timeout=1.0)
+    polls = [r for r in sim.requests if r.path == DETAILS]
+    # About one per 0.2 s plus the last-chance poll; five attempts each would be ~30.
+    assert 3 <= len(polls) <= 9
+    assert all(r.code == 455 for r in polls)
