@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -24,7 +25,7 @@ from typing import Any, TextIO
 import attrs
 import stamina.instrumentation
 
-from ._client import API_KEY_ENV, AddVocalsClient
+from ._client import API_KEY_ENV, AddVocalsClient, RetryPolicy
 from ._errors import (
     AddVocalsError,
     APIConnectionError,
@@ -152,17 +153,31 @@ def _client(args: argparse.Namespace, receiver: CallbackReceiver | None = None) 
         receiver=receiver,
         request_timeout=args.request_timeout,
         poll=poll,
+        # A person is waiting: three tries in a few seconds, not five over fifteen.
+        retry=RetryPolicy(attempts=3, wait_max=5.0),
     )
 
 
-def _receiver(args: argparse.Namespace) -> CallbackReceiver | None:
+def _receiver(args: argparse.Namespace, *, serves_here: bool) -> CallbackReceiver | None:
+    """The receiver the options ask for. ``serves_here``: it receives in this process while
+    the command runs, so a throwaway secret does; otherwise it only mints the callback URL
+    for another process (``addvocals serve``), which must share the secret."""
     if getattr(args, "receiver_port", None) is None and not getattr(args, "public_url", None):
         return None
+    secret = args.receiver_secret or os.environ.get(SECRET_ENV)
+    if not secret:
+        if not serves_here:
+            raise CLIError(
+                "--public-url without --wait makes a callback URL for another receiver "
+                "(addvocals serve): give both the same --receiver-secret, or set "
+                f"{SECRET_ENV}"
+            )
+        secret = secrets.token_urlsafe(32)
     return _make_receiver(
         host=args.receiver_host,
         port=args.receiver_port or 0,
         public_url=args.public_url,
-        secret=args.receiver_secret,
+        secret=secret,
     )
 
 
@@ -206,7 +221,7 @@ async def _tick(task: VocalTask, progress: Progress) -> None:
 
 
 async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
-    receiver = _receiver(args) if (args.wait or args.public_url) else None
+    receiver = _receiver(args, serves_here=args.wait) if (args.wait or args.public_url) else None
     fields = {
         name: getattr(args, name)
         for name in (
@@ -246,7 +261,7 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
-    receiver = _receiver(args)
+    receiver = _receiver(args, serves_here=True)
     if receiver is not None:
         await receiver.start()
     try:

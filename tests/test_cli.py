@@ -488,6 +488,8 @@ async def test_submit_wait_follows_callbacks_with_plain_lines_on_pipes(sim: Simu
     assert "\r" not in run.err
     assert "\x1b" not in run.err
     assert "Traceback" not in run.err
+    # The receiver lives as long as this command: no warning about restart-safe secrets.
+    assert "secret" not in run.err
     stages = [
         line.split(f"{task_id}: ", 1)[1] for line in run.err_lines if f"] {task_id}: " in line
     ]
@@ -500,6 +502,22 @@ async def test_submit_wait_follows_callbacks_with_plain_lines_on_pipes(sim: Simu
         "complete",
     ]
     assert sim.count(path=sim.profile.details_path) == 0
+
+
+async def test_public_url_without_wait_needs_the_shared_secret(sim: Simulator) -> None:
+    """Without --wait the URL is for another receiver (addvocals serve), which can only
+    accept it with the same secret: a throwaway one would lose every callback."""
+    public = ["--public-url", "http://127.0.0.1:9/addvocals"]
+    run = await run_cli("submit", *REQUEST, *api(sim), *public)
+    assert run.code == 2
+    run.assert_one_error_line("--receiver-secret", "ADDVOCALS_RECEIVER_SECRET")
+    assert sim.submits() == []
+    run = await run_cli(
+        "submit", *REQUEST, *api(sim), *public, "--receiver-secret", "a-shared-secret-0123456789"
+    )
+    assert run.code == 0, run.err
+    (task,) = sim.tasks.values()
+    assert task.callback_url.startswith("http://127.0.0.1:9/addvocals/cb/")
 
 
 async def test_failed_task_exits_4(sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
