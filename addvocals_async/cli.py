@@ -506,6 +506,21 @@ def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_follow_options(parser: argparse.ArgumentParser, *, timeout_help: str) -> None:
+    """What following a task takes (submit --wait, wait): a deadline, the output form,
+    the API and, optionally, a receiver."""
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"{timeout_help} (default: 20 minutes)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_api_options(parser)
+    _add_receiver_options(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="addvocals",
@@ -541,16 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variety", type=int, help="0 (off) to 4 (max), newer models")
     p.add_argument("--callback-url", help="where the API posts callbacks (if not --public-url)")
     p.add_argument("--wait", action="store_true", help="follow the task until it completes")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="with --wait: give up after this long (default: 20 minutes)",
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    _add_api_options(p)
-    _add_receiver_options(p)
+    _add_follow_options(p, timeout_help="with --wait: give up after this long")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser(
@@ -560,16 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--receiver-port/--public-url give a receiver.",
     )
     p.add_argument("task_id")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="give up after this long (default: 20 minutes)",
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    _add_api_options(p)
-    _add_receiver_options(p)
+    _add_follow_options(p, timeout_help="give up after this long")
     p.set_defaults(func=cmd_wait)
 
     p = sub.add_parser(
