@@ -849,3 +849,35 @@ async def test_a_thousand_concurrent_tasks_with_mixed_faults() -> None:
         assert (stats.orphaned, stats.rejected, stats.hook_errors) == (0, 0, 0)
         assert backend_size(env.receiver) == 0
     assert time.monotonic() - started < 25
+
+
+async def test_a_hundred_thousand_finished_tasks_leave_nothing_behind() -> None:
+    """Issue: no leak after 100k tasks. Each task is registered, bound and completed by a
+    genuine callback; a late duplicate of each is acknowledged and ignored. What remains is
+    only the bounded memory of recent references, never one entry per task."""
+    n = 100_000
+    receiver = CallbackReceiver(secret=SECRET, public_url="https://hooks.example.org/av")
+    backend = receiver.backend
+    assert isinstance(backend, InMemoryBackend)
+    profile = get_provider("apibox")
+    template = '{"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "%s"}}'
+    jobs = []
+    for i in range(n):
+        task_id = f"{i:032x}"
+        registration = receiver.register(TaskState(None, profile))
+        receiver.bind(registration, task_id)
+        token = registration.callback_url.rsplit("/", 1)[1]
+        jobs.append((token, (template % task_id).encode()))
+    assert len(backend) == n
+    for token, body in jobs:
+        assert receiver.handle_token(token, {}, body).status == 200
+    assert len(backend) == 0
+    for token, body in jobs[-100:]:  # late duplicates
+        assert receiver.handle_token(token, {}, body).status == 200
+    assert receiver.stats.accepted == n
+    assert receiver.stats.ignored == 100
+    assert receiver.stats.orphaned == 0
+    assert len(backend) == 0
+    for remembered in (backend._ref_task, backend._orphans, backend._finished):
+        assert len(remembered) <= remembered.limit
+    await receiver.aclose()
