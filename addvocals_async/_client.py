@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import random
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -37,7 +39,14 @@ from ._errors import (
     RequestValidationError,
 )
 from ._models import AddVocalsRequest, TaskDetails, Track, check_lengths, require_url
-from ._providers import Outcome, ProviderProfile, get_provider, make_api_error, retry_outcome
+from ._providers import (
+    Outcome,
+    ProviderProfile,
+    classify_submit,
+    get_provider,
+    make_api_error,
+    retry_outcome,
+)
 from ._receiver import CallbackReceiver, Registration
 from ._signing import Secret
 from ._tasks import PollPolicy, TaskState, VocalTask
@@ -80,17 +89,20 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date); ``None`` for
+    anything else. It never raises: it runs on answers to submits that did create a task."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
     try:
+        if value.isascii() and value.isdigit():
+            return float(value)
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)  # "-0000": UTC, zone not stated
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 class AddVocalsClient:
@@ -252,18 +264,25 @@ class AddVocalsClient:
                     "the API accepted the submit but its answer names no taskId",
                     maybe_submitted=True,
                 )
-        except BaseException:
+        except BaseException as exc:
             if registration is not None and self.receiver is not None:
                 self.receiver.unregister(registration)
+            known = state.task_id  # an early callback named the task
+            if known and isinstance(exc, (APIError, APIConnectionError)):
+                exc.task_id = exc.task_id or known  # so client.task(id) can pick it up
             raise
-        if state.task_id is None:
-            state.task_id = task_id
-        elif state.task_id != task_id:
+        if state.task_id is not None and state.task_id != task_id:
+            # The submit's answer is authoritative, not a callback that beat it.
             log.warning(
-                "a callback for task %s reached the URL of task %s before its submit returned",
+                "a callback for task %s reached the URL of task %s before its submit "
+                "returned; it was set aside",
                 state.task_id,
                 task_id,
             )
+            state = TaskState(task_id, self.profile)
+            if registration is not None and self.receiver is not None:
+                self.receiver.adopt(registration, state)
+        state.task_id = task_id
         if registration is not None and self.receiver is not None:
             self.receiver.bind(registration, task_id)
         return VocalTask(self, state)
@@ -277,12 +296,9 @@ class AddVocalsClient:
         if not isinstance(task_id, str) or not task_id.strip():
             raise RequestValidationError("task_id", task_id, "must be a non-empty task id")
         state = TaskState(task_id.strip(), self.profile)
-        # Nothing is known of it: it may have finished long ago, so ask at the first wait
-        # instead of giving callbacks the usual grace period first.
-        state.last_activity = float("-inf")
         if self.receiver is not None:
             self.receiver.attach(state)
-        return VocalTask(self, state)
+        return VocalTask(self, state, reattached=True)
 
     async def get_details(self, task_id: str) -> TaskDetails:
         """What the details endpoint (record-info) says about ``task_id`` now."""
@@ -356,7 +372,12 @@ class AddVocalsClient:
                                 http_status=response.status,
                                 from_envelope=False,
                             )
-                        total = response.content_length
+                        _refuse_error_page(response, kind)
+                        # aiohttp inflates compressed bodies: a compressed length says
+                        # nothing about the bytes that arrive, so only check plain ones.
+                        encoding = response.headers.get("Content-Encoding", "identity")
+                        plain = encoding.strip().lower() in ("", "identity")
+                        total = response.content_length if plain else None
                         received = 0
                         async for chunk in response.content.iter_chunked(65536):
                             out.write(chunk)
@@ -417,8 +438,6 @@ class AddVocalsClient:
 
         def backoff(exc: Exception) -> bool | float:
             outcome = retry_outcome(self.profile, exc, submit=submit)
-            if outcome is Outcome.AMBIGUOUS and isinstance(exc, APIError):
-                exc.maybe_submitted = True
             if outcome is not Outcome.RETRY:
                 return False
             retry_after: float | None = getattr(exc, "retry_after", None)
@@ -455,7 +474,14 @@ class AddVocalsClient:
         what = f"{method} {url.path}"
         try:
             async with self._http().request(
-                method, url, params=params, json=json_body, headers=headers
+                method,
+                url,
+                params=params,
+                json=json_body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(
+                    total=self.request_timeout
+                ),  # even on a given session
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -472,12 +498,18 @@ class AddVocalsClient:
             raise APIConnectionError(
                 f"{what}: the connection failed: {type(exc).__name__}", maybe_submitted=submit
             ) from exc
-        return self._parse(status, raw, retry_after, submit=submit)
+        try:
+            return self._parse(status, raw, retry_after, submit=submit)
+        except APIError as exc:
+            # Decided here, where the error is made, not in the retry hook: a caller
+            # who turned stamina off must still learn that a 5xx may have created a task.
+            exc.maybe_submitted = submit and classify_submit(self.profile, exc) is Outcome.AMBIGUOUS
+            raise
 
     def _parse(self, status: int, raw: bytes, retry_after: float | None, *, submit: bool) -> Any:
         try:
             envelope = json.loads(raw) if raw else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
             envelope = None
         code = envelope.get("code") if isinstance(envelope, dict) else None
         if isinstance(code, str) and code.strip().isdigit():
@@ -508,11 +540,39 @@ class AddVocalsClient:
         )
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
+
+
+def _file_name(track: Track, url: str, kind: str) -> str:
+    """A file name for a track inside a folder. Track ids and URLs come from callbacks,
+    whose bodies nobody signs: an id such as ``../../x`` must not leave the folder, so
+    anything but a plain id becomes a hash of it."""
+    name = track.id
+    if not _SAFE_NAME.fullmatch(name):
+        name = "track-" + hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:16]
+    suffix = Path(yarl.URL(url).path).suffix
+    if not _SAFE_SUFFIX.fullmatch(suffix):
+        suffix = ".mp3" if kind == "audio" else ".jpeg"
+    return name + suffix
+
+
+def _refuse_error_page(response: aiohttp.ClientResponse, kind: str) -> None:
+    """A 200 answer that is a web page or JSON is a host's error page (an expired link, a
+    login wall), not the audio or image asked for."""
+    if response.content_type in ("text/html", "application/json"):
+        raise APIError(
+            response.status,
+            f"the file host sent a {response.content_type} page instead of the {kind} "
+            "(an expired link or an access page?)",
+            http_status=response.status,
+        )
+
+
 def _download_target(dest: Path, track: Track, url: str, kind: str, *, overwrite: bool) -> Path:
     """The file a download writes: ``dest``, or a file named after the track inside it."""
     if dest.is_dir():
-        suffix = Path(yarl.URL(url).path).suffix or (".mp3" if kind == "audio" else ".jpeg")
-        dest = dest / f"{track.id or 'track'}{suffix}"
+        dest = dest / _file_name(track, url, kind)
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)

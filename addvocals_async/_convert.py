@@ -82,9 +82,13 @@ def parse_create_time(value: object, naive_tz: tzinfo = timezone.utc) -> datetim
 
 
 def _loose_str(value: object, _: object = None) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value)
+    """Text as text, numbers as their digits; anything else (null, objects, lists) as ""
+    rather than its repr, which for a deeply nested value could not even be built."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return ""
 
 
 def _loose_float(value: object, _: object = None) -> float | None:
@@ -121,6 +125,10 @@ def callback_task_id(body: Mapping[str, Any]) -> str | None:
             return candidate
     return None
 
+
+MAX_TRACKS = 16
+"""Tracks kept from one callback (the API sends two): a body of thousands of empty objects
+must not pin megabytes in a task or the orphan store."""
 
 _CALLBACK_DATA_KEYS = frozenset({"callbackType", "callback_type", "task_id", "taskId", "data"})
 _CALLBACK_BODY_KEYS = frozenset({"code", "msg", "data"})
@@ -271,7 +279,7 @@ class WireFormat:
             else _loose_str(callback_type),
             code=code,
             msg=msg if type(msg) is str else _loose_str(msg),
-            tracks=Tracks(items if type(items) is list else (), self.structure_track),
+            tracks=Tracks(items[:MAX_TRACKS] if type(items) is list else (), self.structure_track),
             extra=extra,
         )
 
@@ -299,7 +307,7 @@ class WireFormat:
             tracks = self._tracks(items)
         param: Any = data.get("param")
         if isinstance(param, str):
-            with contextlib.suppress(ValueError):  # not JSON: keep the raw text
+            with contextlib.suppress(ValueError, RecursionError):  # not JSON: keep the text
                 param = json.loads(param)
         error_message = data.get("errorMessage")
         if error_message is None and isinstance(response, Mapping):

@@ -148,11 +148,15 @@ class APIConnectionError(AddVocalsError):
     """The request did not get a usable answer.
 
     ``maybe_submitted`` is True when a submit may have reached the API (the request was
-    written before the failure), so a new submit could pay twice.
+    written before the failure), so a new submit could pay twice. ``task_id`` is set when
+    the task is known anyway (a callback named it before the answer was lost).
     """
 
-    def __init__(self, message: str, *, maybe_submitted: bool = False) -> None:
+    def __init__(
+        self, message: str, *, maybe_submitted: bool = False, task_id: str | None = None
+    ) -> None:
         self.maybe_submitted = maybe_submitted
+        self.task_id = task_id
         if maybe_submitted:
             message += " (the task may have been created anyway; do not blindly resubmit)"
         super().__init__(message)

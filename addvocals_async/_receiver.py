@@ -24,6 +24,7 @@ import inspect
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -99,15 +100,25 @@ class _LRU(collections.OrderedDict[str, Any]):
 class InMemoryBackend:
     """Dispatch in one process: O(1) dictionaries, nothing kept for finished tasks but a
     bounded memory of recent references (to keep rejecting cross-task bodies) and of
-    callbacks for tasks nobody has attached yet."""
+    callbacks for tasks nobody has attached yet.
 
-    def __init__(self, *, memory: int = 4096, orphan_events_per_task: int = 8) -> None:
+    A registered task takes callbacks only through its own URL. A task re-attached by id
+    (``client.task``) takes them through the first genuine URL that names it, and from then
+    on only through that one. A registration silent for ``ttl`` seconds (a task whose
+    callbacks were lost and that nobody waits for any more) is dropped, so a long-running
+    service does not collect them; its waiters, if any, go on by polling.
+    """
+
+    def __init__(
+        self, *, memory: int = 4096, orphan_events_per_task: int = 4, ttl: float = 6 * 3600
+    ) -> None:
         self._by_ref: dict[str, TaskState] = {}
         self._by_task: dict[str, TaskState] = {}
         self._ref_task = _LRU(memory)  # ref -> task id, for refs with no live registration
-        self._orphans = _LRU(memory)  # task id -> list of events nobody was waiting for
+        self._orphans = _LRU(memory)  # task id -> events nobody was waiting for, one per type
         self._finished = _LRU(memory)  # task ids that reached a terminal stage here
         self._orphan_cap = orphan_events_per_task
+        self.ttl = ttl
         self._on_finished = self._forget  # bound once, shared by every task's clean-up
 
     def __len__(self) -> int:
@@ -115,6 +126,7 @@ class InMemoryBackend:
         return len({*map(id, self._by_ref.values()), *map(id, self._by_task.values())})
 
     def register(self, ref: str, state: TaskState) -> None:
+        self._expire()
         self._by_ref[ref] = state
         state.ref = ref
         state.on_terminal(self._on_finished)
@@ -122,7 +134,9 @@ class InMemoryBackend:
     def unregister(self, ref: str) -> None:
         state = self._by_ref.pop(ref, None)
         if state is not None and state.task_id is not None:
-            self._by_task.pop(state.task_id, None)
+            if self._by_task.get(state.task_id) is state:
+                del self._by_task[state.task_id]
+            self._ref_task.put(ref, state.task_id)  # the URL stays that task's alone
 
     def bind(self, ref: str, task_id: str) -> None:
         state = self._by_ref.get(ref)
@@ -133,6 +147,7 @@ class InMemoryBackend:
         assert state.task_id is not None
         if state.stage.is_terminal:
             return
+        self._expire()
         self._by_task[state.task_id] = state
         state.on_terminal(self._on_finished)
         for event in self._orphans.pop(state.task_id, ()):
@@ -152,15 +167,23 @@ class InMemoryBackend:
         owner = self._ref_task.get(ref)
         if owner is not None and owner != event.task_id:
             return DeliveryResult.MISMATCH
-        self._ref_task.put(ref, event.task_id)
         attached = self._by_task.get(event.task_id)
+        if attached is not None:
+            if attached.ref is None:
+                attached.ref = ref  # a re-attached task: this URL is now its own
+            elif attached.ref != ref:
+                return DeliveryResult.MISMATCH  # another task's URL, even an old one
+        self._ref_task.put(ref, event.task_id)
         if attached is not None:
             return DeliveryResult.ACCEPTED if attached.apply(event) else DeliveryResult.IGNORED
         if event.task_id in self._finished:
             # A duplicate or late callback of a task that finished here: not an orphan.
             return DeliveryResult.IGNORED
-        kept = self._orphans.get(event.task_id) or []
-        if len(kept) < self._orphan_cap:
+        kept: list[CallbackEvent] = self._orphans.get(event.task_id) or []
+        # One of each type (a sender's retries repeat them), and only a few types.
+        if len(kept) < self._orphan_cap and all(
+            e.callback_type != event.callback_type for e in kept
+        ):
             kept.append(event)
         self._orphans.put(event.task_id, kept)
         return DeliveryResult.ORPHANED
@@ -170,11 +193,26 @@ class InMemoryBackend:
         if state.task_id is not None:
             self._finished.put(state.task_id, True)
         if ref is not None:
-            self._by_ref.pop(ref, None)
+            if self._by_ref.get(ref) is state:
+                del self._by_ref[ref]
             if state.task_id is not None:
                 self._ref_task.put(ref, state.task_id)
         if state.task_id is not None and self._by_task.get(state.task_id) is state:
             del self._by_task[state.task_id]
+
+    def _expire(self, *, now: float | None = None, batch: int = 8) -> None:
+        """Drop a few of the oldest registrations silent for longer than ``ttl``: amortised
+        O(1) per registration, so nothing lost for good piles up."""
+        limit = (time.monotonic() if now is None else now) - self.ttl
+        for table in (self._by_ref, self._by_task):
+            for _ in range(batch):
+                key, state = next(iter(table.items()), ("", None))
+                if state is None or state.last_activity >= limit:
+                    break
+                state.on_terminal(None)
+                self._forget(state)
+                table.pop(key, None)
+                state.stop_expecting_callbacks()
 
     def close(self) -> None:
         states = {*self._by_ref.values(), *self._by_task.values()}
@@ -433,6 +471,14 @@ class CallbackReceiver:
     def bind(self, registration: Registration, task_id: str) -> None:
         self.backend.bind(registration.ref, task_id)
 
+    def adopt(self, registration: Registration, state: TaskState) -> None:
+        """Route ``registration``'s callbacks to ``state`` from now on, instead of the
+        state it was made for (the submit answered with another task id than an early
+        callback claimed: the answer wins)."""
+        self.backend.unregister(registration.ref)
+        state.callbacks_expected = True
+        self.backend.register(registration.ref, state)
+
     def unregister(self, registration: Registration) -> None:
         self.backend.unregister(registration.ref)
 
@@ -455,7 +501,9 @@ class CallbackReceiver:
         return self.handle_token(token, headers, body)
 
     def handle_token(self, token: str, headers: Mapping[str, str], body: bytes) -> ReceiverResponse:
-        """``handle`` for a token already taken from the path; synchronous."""
+        """``handle`` for a token already taken from the path; synchronous, but like
+        everything that touches tasks it must run on the event loop's thread."""
+        asyncio.get_running_loop()  # raises before anything is applied when off the loop
         ref = self._ref_for(token)
         if ref is None:
             return _FORBIDDEN

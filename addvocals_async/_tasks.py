@@ -19,14 +19,15 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ._errors import (
     AddVocalsError,
     AuthenticationError,
+    NotFoundError,
     ReceiverClosedError,
     TaskFailedError,
     TaskTimeoutError,
@@ -267,11 +268,16 @@ class VocalTask:
     never leave a waiter behind.
     """
 
-    __slots__ = ("_client", "_last_poll", "_poll_interval", "_poll_lock", "_state")
+    __slots__ = ("_client", "_last_poll", "_poll_interval", "_poll_lock", "_reattached", "_state")
 
-    def __init__(self, client: AddVocalsClient, state: TaskState) -> None:
+    def __init__(
+        self, client: AddVocalsClient, state: TaskState, *, reattached: bool = False
+    ) -> None:
         self._client = client
         self._state = state
+        # Re-attached by id: it may have finished long ago, or never existed, so the first
+        # wait asks the details endpoint at once instead of giving callbacks a grace period.
+        self._reattached = reattached
         self._last_poll: float | None = None
         self._poll_interval: float | None = None
         self._poll_lock: asyncio.Lock | None = None
@@ -344,8 +350,8 @@ class VocalTask:
     def _deadline(self, timeout: float | None) -> tuple[float, float]:
         if timeout is None:
             timeout = self._client.poll_policy.default_timeout
-        if timeout < 0:
-            raise ValueError(f"timeout must not be negative, got {timeout}")
+        if not timeout >= 0:  # also refuses NaN, which no deadline would ever reach
+            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         return time.monotonic() + timeout, timeout
 
     async def _wait_stage(self, stage: Stage, timeout: float | None) -> TaskResult:
@@ -375,11 +381,14 @@ class VocalTask:
             now = time.monotonic()
             remaining = until - now
             if remaining <= 0:
-                await self._poll(final=True)
+                # The last chance, bounded as a whole: waiting for another waiter's poll
+                # to finish counts against it too.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._poll(), policy.final_poll_timeout)
                 if done():
                     return
                 raise TaskTimeoutError(self.task_id, what, total)
-            if state.callbacks_expected:
+            if state.callbacks_expected and not (self._reattached and self._last_poll is None):
                 # Callbacks flowing: stay quiet. Silent for `grace`: poll on the schedule.
                 quiet_for = now - state.last_activity
                 sleep = max(policy.grace - quiet_for, self._time_to_next_poll(now))
@@ -401,7 +410,7 @@ class VocalTask:
             # A poll (its retries and backoff included) must not outlast the deadline; if
             # the deadline comes first, the loop goes on to the last-chance poll.
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._poll(final=False), remaining)
+                await asyncio.wait_for(self._poll(), remaining)
 
     def _time_to_next_poll(self, now: float) -> float:
         if self._last_poll is None:
@@ -410,10 +419,11 @@ class VocalTask:
         interval = max(interval, self._client.poll_policy.min_interval)
         return self._last_poll + interval - now
 
-    async def _poll(self, *, final: bool) -> None:
+    async def _poll(self) -> None:
         """One poll of the details endpoint, shared by every waiter of this task. Errors
         are logged and swallowed (a transient poll failure never fails a wait), except a
-        rejected API key, which no amount of waiting fixes."""
+        rejected API key, which no amount of waiting fixes, and "not found" for a task
+        re-attached by id that was never seen: most likely a wrong id."""
         if not self._client.can_poll:
             return
         if self._poll_lock is None:
@@ -422,25 +432,19 @@ class VocalTask:
             policy = self._client.poll_policy
             now = time.monotonic()
             if self._last_poll is not None and now - self._last_poll < policy.min_interval:
-                if not final:
-                    return
-                await asyncio.sleep(self._last_poll + policy.min_interval - now)
+                return  # a poll just happened, perhaps another waiter's: it was applied
             self._poll_interval = policy.next_interval(self._poll_interval)
             try:
                 # One attempt: a failed poll is retried by the poll schedule itself, not
                 # by a burst of requests against an API that just said "slow down".
-                request = self._refresh(attempts=1)
-                if final:
-                    await _bounded(request, policy.final_poll_timeout)
-                else:
-                    await request
+                await self._refresh(attempts=1)
             except AuthenticationError:
                 raise
+            except NotFoundError:
+                if self._reattached and not self._state.events:
+                    raise
+                log.info("poll of task %s: not found yet, will retry", self.task_id)
             except (AddVocalsError, asyncio.TimeoutError) as exc:
                 log.info("poll of task %s failed, will retry: %s", self.task_id, exc)
             finally:
                 self._last_poll = time.monotonic()
-
-
-async def _bounded(awaitable: Awaitable[Any], timeout: float) -> None:
-    await asyncio.wait_for(awaitable, timeout)
