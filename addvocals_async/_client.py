@@ -580,6 +580,19 @@ def _download_target(dest: Path, track: Track, url: str, kind: str, *, overwrite
 
 
 def _finish_download(temp_name: str, target: Path, *, overwrite: bool) -> None:
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} appeared meanwhile; not overwriting it")
-    os.replace(temp_name, target)
+    """Put the finished file in place. Without ``overwrite`` a hard link makes "only if
+    absent" atomic, even against another process; where links are not supported, the
+    existence check and the rename come as close as a filesystem allows."""
+    if overwrite:
+        os.replace(temp_name, target)
+        return
+    try:
+        os.link(temp_name, target)
+    except FileExistsError:
+        raise FileExistsError(f"{target} appeared meanwhile; not overwriting it") from None
+    except OSError:
+        if target.exists():
+            raise FileExistsError(f"{target} appeared meanwhile; not overwriting it") from None
+        os.replace(temp_name, target)
+        return
+    os.unlink(temp_name)

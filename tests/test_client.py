@@ -416,3 +416,20 @@ async def test_a_failed_poll_is_not_retried_in_a_burst(sim: Simulator) -> None:
     # About one per 0.2 s plus the last-chance poll; five attempts each would be ~30.
     assert 3 <= len(polls) <= 9
     assert all(r.code == 455 for r in polls)
+
+
+async def test_a_file_that_appears_during_a_download_is_not_overwritten(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    async with make_client(sim) as client:
+        tracks = await _finished_tracks(sim, client)
+        target = tmp_path / "song.mp3"
+
+        def someone_else_writes(received: int, total: int | None) -> None:
+            if not target.exists():
+                target.write_bytes(b"theirs")
+
+        with pytest.raises(FileExistsError, match="appeared meanwhile"):
+            await client.download(tracks[0], target, progress=someone_else_writes)
+    assert target.read_bytes() == b"theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["song.mp3"]  # no .part left behind
