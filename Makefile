@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check addvocals_async tests examples benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy addvocals_async tests/typing examples benchmarks
+	$(BIN)/mypy addvocals_async tests examples benchmarks
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest

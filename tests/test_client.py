@@ -7,8 +7,9 @@ import asyncio
 import itertools
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ DETAILS = "/api/v1/generate/record-info"
 # Nothing listens here; with the lost_* scenarios the simulator never calls it either.
 DEAD_CALLBACK = "http://127.0.0.1:9/cb"
 
-REQUEST = {
+REQUEST: dict[str, Any] = {
     "upload_url": "https://cdn.example.org/stems/harbour-instrumental.wav",
     "prompt": "A warm, breathy female vocal about lanterns on a quiet harbour at night",
     "title": "Harbour Lanterns",
@@ -314,7 +315,7 @@ async def test_polling_respects_the_minimum_interval(sim: Simulator) -> None:
 # ---------------------------------------------------------------- downloads
 
 
-async def _finished_tracks(sim: Simulator, client: AddVocalsClient) -> tuple[Track, ...]:
+async def _finished_tracks(sim: Simulator, client: AddVocalsClient) -> Sequence[Track]:
     sim.script("lost_all")
     task = await client.add_vocals(**REQUEST)
     return (await task.complete(timeout=10)).tracks

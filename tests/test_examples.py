@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -29,14 +29,20 @@ async def sim() -> AsyncIterator[Simulator]:
 
 
 async def run_example(
-    sim: Simulator, name: str, *args: str, timeout: float = 60, **env: str
+    sim: Simulator,
+    name: str,
+    *args: str,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+    **more_env: str,
 ) -> str:
     environ = {
         **os.environ,
         "ADDVOCALS_BASE_URL": sim.base_url,
         "ADDVOCALS_API_KEY": sim.api_key,
         "ADDVOCALS_RECEIVER_SECRET": "example-secret-0123456789abcdef",
-        **env,
+        **(env or {}),
+        **more_env,
     }
     environ.pop("ADDVOCALS_PUBLIC_URL", None)
     process = await asyncio.create_subprocess_exec(
@@ -96,10 +102,10 @@ async def test_worker_resume_after_restart(sim: Simulator, tmp_path: Path) -> No
         "WORKER_STATE": str(tmp_path / "tasks.json"),
         "ADDVOCALS_RECEIVER_PORT": str(free_port()),
     }
-    out = await run_example(sim, "worker_resume.py", "submit", **env)
+    out = await run_example(sim, "worker_resume.py", "submit", env=env)
     (task_id,) = submitted(sim)
     assert f"submitted {task_id}" in out
-    out = await run_example(sim, "worker_resume.py", "resume", **env)
+    out = await run_example(sim, "worker_resume.py", "resume", env=env)
     assert f"{task_id}: 2 tracks" in out
     assert (tmp_path / "tasks.json").read_text() == '{"pending": []}'
 
