@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import inspect
 import json
@@ -340,6 +341,8 @@ class CallbackReceiver:
         self._bound_url: yarl.URL | None = None
         self._hooks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._in_flight = 0  # callback requests being received or handled right now
+        self._drained: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         where = self.public_url or (str(self._bound_url) if self._bound_url else "not started")
@@ -393,6 +396,12 @@ class CallbackReceiver:
         self._closed = True
         runner, self._runner = self._runner, None
         if runner is not None:
+            # Stop accepting, then let callbacks already arriving finish: aiohttp's own
+            # shutdown drops the rest of a body still on its way, and the sender would
+            # only retry minutes later.
+            for site in list(runner.sites):
+                await site.stop()
+            await self._drain()
             await runner.cleanup()
         self.backend.close()
         if self._hooks:
@@ -433,7 +442,23 @@ class CallbackReceiver:
 
             app.on_cleanup.append(_close)
 
+    async def _drain(self) -> None:
+        """Wait (up to ``shutdown_timeout``) until no callback request is in flight."""
+        if self._in_flight:
+            self._drained = asyncio.Event()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), self._shutdown_timeout)
+
     async def _aiohttp_handler(self, request: web.Request) -> web.Response:
+        self._in_flight += 1
+        try:
+            return await self._receive(request)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._drained is not None:
+                self._drained.set()
+
+    async def _receive(self, request: web.Request) -> web.Response:
         ref = self._ref_for(request.match_info["token"])  # before reading a single byte
         length = request.content_length
         if ref is None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -881,3 +882,33 @@ async def test_a_hundred_thousand_finished_tasks_leave_nothing_behind() -> None:
     for remembered in (backend._ref_task, backend._orphans, backend._finished):
         assert len(remembered) <= remembered.limit
     await receiver.aclose()
+
+
+async def test_a_callback_in_flight_when_the_receiver_closes_still_lands() -> None:
+    """Shutdown lets requests already being received finish (within shutdown_timeout)."""
+    receiver = CallbackReceiver(secret=SECRET, shutdown_timeout=5.0)
+    await receiver.start()
+    state = TaskState(None, get_provider("apibox"))
+    registration = receiver.register(state)
+    receiver.bind(registration, "f" * 32)
+    body = json.dumps(
+        {"code": 200, "msg": "ok", "data": {"callbackType": "text", "task_id": "f" * 32}}
+    ).encode()
+    first_chunk_sent = asyncio.Event()
+
+    async def slowly() -> AsyncIterator[bytes]:
+        yield body[:10]
+        first_chunk_sent.set()
+        await asyncio.sleep(0.3)
+        yield body[10:]
+
+    async with aiohttp.ClientSession() as session:
+        sending = asyncio.ensure_future(session.post(registration.callback_url, data=slowly()))
+        await first_chunk_sent.wait()
+        await asyncio.sleep(0.05)
+        await receiver.aclose()  # begins while the body is still arriving
+        response = await sending
+        assert response.status == 200
+        response.release()
+    assert state.stage is Stage.TEXT
+    assert receiver.stats.accepted == 1
