@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone, tzinfo
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -130,6 +131,7 @@ MAX_TRACKS = 16
 """Tracks kept from one callback (the API sends two): a body of thousands of empty objects
 must not pin megabytes in a task or the orphan store."""
 
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 _CALLBACK_DATA_KEYS = frozenset({"callbackType", "callback_type", "task_id", "taskId", "data"})
 _CALLBACK_BODY_KEYS = frozenset({"code", "msg", "data"})
 
@@ -269,9 +271,11 @@ class WireFormat:
             code = 200 if loose is None and callback_type != "error" else (loose or 0)
         msg = body.get("msg")
         items = data.get("data")
-        extra = {k: v for k, v in data.items() if k not in _CALLBACK_DATA_KEYS}
-        if len(body) > 3:
-            extra.update((k, v) for k, v in body.items() if k not in _CALLBACK_BODY_KEYS)
+        extra: Mapping[str, Any] = _NO_EXTRA
+        if len(data) > 3 or len(body) > 3:  # the documented shape has nothing more
+            found = {k: v for k, v in data.items() if k not in _CALLBACK_DATA_KEYS}
+            found.update((k, v) for k, v in body.items() if k not in _CALLBACK_BODY_KEYS)
+            extra = found or _NO_EXTRA
         return CallbackEvent(
             task_id=task_id,
             callback_type=callback_type

@@ -160,8 +160,9 @@ class InMemoryBackend:
             if state.task_id is not None and state.task_id != event.task_id:
                 return DeliveryResult.MISMATCH
             accepted = state.apply(event)
-            if state.task_id is not None and not state.stage.is_terminal:
-                self._by_task.setdefault(state.task_id, state)
+            task_id = state.task_id
+            if task_id is not None and task_id not in self._by_task and not state.stage.is_terminal:
+                self._by_task[task_id] = state  # an early callback named it before bind() did
             return DeliveryResult.ACCEPTED if accepted else DeliveryResult.IGNORED
         # A genuine token with no live registration: a restart, another process, or a
         # task that already finished. The first task id seen for a ref stays its owner.
@@ -450,32 +451,29 @@ class CallbackReceiver:
                 await asyncio.wait_for(self._drained.wait(), self._shutdown_timeout)
 
     async def _aiohttp_handler(self, request: web.Request) -> web.Response:
-        self._in_flight += 1
+        self._in_flight += 1  # counted so that aclose() lets it finish
         try:
-            return await self._receive(request)
+            ref = self._ref_for(request.match_info["token"])  # before reading a single byte
+            length = request.content_length
+            if ref is None:
+                response = _FORBIDDEN
+            elif length is not None and length > self.max_body_size:
+                response = self._too_large()
+            elif length is not None:
+                response = self._handle_body(ref, request.headers, await request.read())
+            else:  # chunked: count as it arrives
+                body = bytearray()
+                async for chunk in request.content.iter_chunked(65536):
+                    body += chunk
+                    if len(body) > self.max_body_size:
+                        response = self._too_large()
+                        break
+                else:
+                    response = self._handle_body(ref, request.headers, bytes(body))
         finally:
             self._in_flight -= 1
             if not self._in_flight and self._drained is not None:
                 self._drained.set()
-
-    async def _receive(self, request: web.Request) -> web.Response:
-        ref = self._ref_for(request.match_info["token"])  # before reading a single byte
-        length = request.content_length
-        if ref is None:
-            response = _FORBIDDEN
-        elif length is not None and length > self.max_body_size:
-            response = self._too_large()
-        elif length is not None:
-            response = self._handle_body(ref, request.headers, await request.read())
-        else:  # chunked: count as it arrives
-            body = bytearray()
-            async for chunk in request.content.iter_chunked(65536):
-                body += chunk
-                if len(body) > self.max_body_size:
-                    response = self._too_large()
-                    break
-            else:
-                response = self._handle_body(ref, request.headers, bytes(body))
         if response is _RECEIVED:
             return web.Response(body=_RECEIVED_JSON, content_type="application/json")
         return web.json_response(response.body, status=response.status)

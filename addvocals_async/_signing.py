@@ -107,9 +107,9 @@ class TokenSigner:
     def check(self, token: str) -> str | None:
         """The ``ref`` of a genuine token, ``None`` for anything else (constant time)."""
         ref, dot, mac = token.partition(".")
-        if not dot or not ref or len(ref) > 64 or not ref.isascii():
+        if not dot or not ref or len(ref) > 64 or not token.isascii():
             return None
-        if not hmac.compare_digest(mac.encode("ascii", "replace"), self._mac(ref).encode()):
+        if not hmac.compare_digest(mac, self._mac(ref)):  # ASCII str: compared in constant time
             return None
         return ref
 

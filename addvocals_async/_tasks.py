@@ -32,7 +32,7 @@ from ._errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
-from ._models import CallbackEvent, Stage, TaskDetails, TaskResult, Track
+from ._models import _RANK, CallbackEvent, Stage, TaskDetails, TaskResult, Track
 from ._providers import ProviderProfile
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ __all__ = ["PollPolicy", "TaskState", "VocalTask", "event_from_details"]
 
 log = logging.getLogger("addvocals_async")
 
+_TERMINAL = frozenset({Stage.COMPLETE, Stage.FAILED})
 _COVERED = {
     Stage.TEXT: (Stage.TEXT,),
     Stage.FIRST: (Stage.TEXT, Stage.FIRST),
@@ -161,12 +162,13 @@ class TaskState:
             return False
         self.last_activity = time.monotonic()
         target = event.stage
-        if target is None or self.stage.is_terminal:
+        current = self.stage
+        if target is None or current in _TERMINAL:
             return False
         if target is Stage.FAILED:
             self.stage = Stage.FAILED
             self.failure = self._failure_from(event)
-        elif target.rank <= self.stage.rank:
+        elif _RANK[target] <= _RANK[current]:
             return False
         else:
             # The event that reached each stage (skipped ones included); results are built
@@ -180,7 +182,7 @@ class TaskState:
             self._events = []
         self._events.append(event)
         self._notify()
-        if self.stage.is_terminal and self._on_terminal is not None:
+        if self.stage in _TERMINAL and self._on_terminal is not None:
             callback, self._on_terminal = self._on_terminal, None
             callback(self)
         return True

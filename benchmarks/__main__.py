@@ -11,7 +11,7 @@ from . import pending_memory, receiver_throughput
 
 
 async def main(quick: bool) -> int:
-    throughput = await receiver_throughput.run(n=300 if quick else 3000, rounds=1 if quick else 7)
+    throughput = await receiver_throughput.run(n=300 if quick else 3000, rounds=1 if quick else 5)
     memory = await pending_memory.run(n=2000 if quick else 100_000)
     print(json.dumps({"receiver_throughput": throughput, "pending_memory": memory}, indent=2))
     missed = []

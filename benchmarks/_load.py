@@ -1,10 +1,12 @@
 """The callback sender for the throughput benchmark, run as its own process so that its
-CPU is not counted against the server: ``python -m benchmarks._load JOBS CONCURRENCY``.
+CPU is not counted against any server: ``python -m benchmarks._load CONCURRENCY JOBS...``.
 
-JOBS is a JSON file of ``[url, body]`` pairs; every one is POSTed once. Prints the number
-of 2xx answers."""
+Each JOBS file is a JSON list of ``[url, body]`` pairs. The files' requests are interleaved
+(one from each in turn), so every server is loaded through the same moments of a noisy
+machine. Prints the number of 2xx answers."""
 
 import asyncio
+import itertools
 import json
 import sys
 
@@ -32,7 +34,14 @@ async def main(jobs: list[tuple[str, bytes]], concurrency: int) -> None:
     print(ok)
 
 
+def _interleave(files: list[str]) -> list[tuple[str, bytes]]:
+    lists = []
+    for name in files:
+        with open(name) as handle:
+            lists.append([(url, body.encode()) for url, body in json.load(handle)])
+    mixed = itertools.chain.from_iterable(itertools.zip_longest(*lists))
+    return [job for job in mixed if job is not None]
+
+
 if __name__ == "__main__":
-    with open(sys.argv[1]) as handle:
-        pairs = [(url, body.encode()) for url, body in json.load(handle)]
-    asyncio.run(main(pairs, int(sys.argv[2])))
+    asyncio.run(main(_interleave(sys.argv[2:]), int(sys.argv[1])))

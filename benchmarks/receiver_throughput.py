@@ -1,11 +1,13 @@
 """Goal: the receiver handles callbacks at >= 0.9x the rate of a bare aiohttp handler.
 
-The servers run in this process and answer the same callbacks (a ``first`` callback with
-two tracks, each for its own pending task), sent by a separate process. The figure
-compared is requests per second of *server CPU* (``time.process_time``), which is what
-throughput under load comes down to and what a busy shared machine disturbs least.
+Three servers run at the same time, each in a process of its own, and one load process
+sends every one of them the same kind of callbacks (a ``first`` callback with two tracks,
+each for its own pending task), interleaved one by one. Each server's CPU time over the
+same window is the measure (requests per CPU-second: what throughput under load comes
+down to). Running them side by side exposes all three to the same moments of a shared,
+noisy machine; run one after another, the same code measured anywhere from 0.75x to 0.98x.
 
-Two baselines, both bare aiohttp:
+The baselines, both bare aiohttp:
 
 - ``bare``, the goal's baseline: what you would write instead of this SDK. It reads the
   body, parses the JSON, finds the task's future by ``data.task_id``, resolves it and
@@ -19,18 +21,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import statistics
 import sys
 import tempfile
-import time
 from typing import Any
-
-from aiohttp import web
-
-from addvocals_async import CallbackReceiver
-from addvocals_async._providers import get_provider
-from addvocals_async._tasks import TaskState
 
 GOAL = 0.9
 
@@ -57,103 +51,60 @@ def callback_body(task_id: str) -> str:
     )
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, int(runner.addresses[0][1])
+SERVERS = ("bare", "parse_only", "receiver")
 
 
-async def _drive(jobs: list[tuple[str, str]], concurrency: int) -> tuple[float, float, int]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(jobs, handle)
-    try:
-        cpu, wall = time.process_time(), time.perf_counter()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks._load", handle.name, str(concurrency),
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, _ = await process.communicate()
-        return time.process_time() - cpu, time.perf_counter() - wall, int(out or 0)
-    finally:
-        os.unlink(handle.name)
+async def _round(n: int, concurrency: int) -> dict[str, dict[str, float]]:
+    """One round: start the three servers, load them together, read their CPU time."""
+    with tempfile.TemporaryDirectory() as folder:
+        files = {kind: os.path.join(folder, f"{kind}.json") for kind in SERVERS}
+        servers = {}
+        for kind in SERVERS:
+            servers[kind] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "benchmarks._server", kind, str(n), files[kind],
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+        try:
+            for process in servers.values():
+                assert process.stdout is not None
+                assert (await process.stdout.readline()).strip() == b"ready"
+            for process in servers.values():
+                assert process.stdin is not None
+                process.stdin.write(b"go\n")
+                await process.stdin.drain()
+            load = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "benchmarks._load", str(concurrency),
+                *files.values(), stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await load.communicate()
+            assert int(out) == n * len(SERVERS), "requests failed"
+            results = {}
+            for kind, process in servers.items():
+                assert process.stdin is not None
+                assert process.stdout is not None
+                process.stdin.write(b"stop\n")
+                await process.stdin.drain()
+                results[kind] = json.loads(await process.stdout.readline())
+                await process.wait()
+        finally:
+            for process in servers.values():
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    for kind, result in results.items():
+        assert result["handled"] == n, f"{kind} handled {result['handled']} of {n}"
+    return results
 
 
-async def _bare(n: int, concurrency: int, *, dispatch: bool) -> dict[str, float]:
-    loop = asyncio.get_running_loop()
-    waiting: dict[str, asyncio.Future[Any]] = {}
-
-    async def parse_only(request: web.Request) -> web.Response:
-        json.loads(await request.read())
-        return web.json_response({"status": "received"})
-
-    async def dispatching(request: web.Request) -> web.Response:
-        body = json.loads(await request.read())
-        future = waiting.get(body["data"]["task_id"])
-        if future is not None and not future.done():
-            future.set_result(body)
-        return web.json_response({"status": "received"})
-
-    app = web.Application()
-    app.router.add_post("/addvocals/cb/{token}", dispatching if dispatch else parse_only)
-    runner, port = await _serve(app)
-    try:
-        jobs = []
-        for i in range(n):
-            task_id = secrets.token_hex(16)
-            waiting[task_id] = loop.create_future()
-            jobs.append((f"http://127.0.0.1:{port}/addvocals/cb/t{i}", callback_body(task_id)))
-        cpu, wall, ok = await _drive(jobs, concurrency)
-        resolved = sum(f.done() for f in waiting.values())
-    finally:
-        await runner.cleanup()
-    return {"cpu": cpu, "wall": wall, "ok": ok, "resolved": resolved if dispatch else n}
-
-
-async def bare(n: int, concurrency: int) -> dict[str, float]:
-    return await _bare(n, concurrency, dispatch=True)
-
-
-async def parse_only(n: int, concurrency: int) -> dict[str, float]:
-    return await _bare(n, concurrency, dispatch=False)
-
-
-async def receiver(n: int, concurrency: int) -> dict[str, float]:
-    profile = get_provider("apibox")
-    async with CallbackReceiver(secret=secrets.token_bytes(32)) as rx:
-        jobs = []
-        for _ in range(n):
-            task_id = secrets.token_hex(16)
-            registration = rx.register(TaskState(None, profile))
-            rx.bind(registration, task_id)
-            jobs.append((registration.callback_url, callback_body(task_id)))
-        cpu, wall, ok = await _drive(jobs, concurrency)
-        accepted = rx.stats.accepted
-    return {"cpu": cpu, "wall": wall, "ok": ok, "accepted": accepted}
-
-
-async def run(n: int = 3000, concurrency: int = 32, rounds: int = 7) -> dict[str, Any]:
-    """Run the servers one after the other, ``rounds`` times. Each round's ratio compares
-    runs made seconds apart, under the same conditions; the median of the rounds'
-    ratios is reported, which one noisy round cannot move."""
-    servers = {"bare": bare, "parse_only": parse_only, "receiver": receiver}
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
-    for serve in servers.values():
-        await serve(200, 8)  # warm-up: imports, first connections
-    for _ in range(rounds):
-        for name, serve in servers.items():
-            results[name].append(await serve(n, concurrency))
-    assert all(r["ok"] == n for rs in results.values() for r in rs), "requests failed"
-    assert all(r["accepted"] == n for r in results["receiver"]), "callbacks not accepted"
-    assert all(r["resolved"] == n for r in results["bare"]), "futures not resolved"
+async def run(n: int = 3000, concurrency: int = 48, rounds: int = 5) -> dict[str, Any]:
+    """``rounds`` rounds of ``n`` callbacks per server; the median round's ratios."""
+    results = [await _round(n, concurrency) for _ in range(rounds)]
 
     def median_ratio(baseline: str) -> float:
-        pairs = zip(results[baseline], results["receiver"], strict=True)
-        return statistics.median(base["cpu"] / ours["cpu"] for base, ours in pairs)
+        return statistics.median(r[baseline]["cpu"] / r["receiver"]["cpu"] for r in results)
 
-    def median_rate(name: str) -> float:
-        return n / statistics.median(r["cpu"] for r in results[name])
+    def median_rate(kind: str) -> float:
+        return n / statistics.median(r[kind]["cpu"] for r in results)
 
     return {
         "bare_rps_per_cpu_s": median_rate("bare"),
