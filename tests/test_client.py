@@ -434,3 +434,7 @@ async def test_a_file_that_appears_during_a_download_is_not_overwritten(
             await client.download(tracks[0], target, progress=someone_else_writes)
     assert target.read_bytes() == b"theirs"
     assert [p.name for p in tmp_path.iterdir()] == ["song.mp3"]  # no .part left behind
+
+
+def test_the_suite_never_defaults_to_a_real_provider_host() -> None:
+    assert str(AddVocalsClient("k").base_url) == "http://127.0.0.1:9"
