@@ -47,12 +47,13 @@ class Stage(str, enum.Enum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (Stage.COMPLETE, Stage.FAILED)
+        return self in TERMINAL_STAGES
 
     def __str__(self) -> str:
         return self.value
 
 
+TERMINAL_STAGES = frozenset({Stage.COMPLETE, Stage.FAILED})
 _RANK = {Stage.PENDING: 0, Stage.TEXT: 1, Stage.FIRST: 2, Stage.COMPLETE: 3, Stage.FAILED: 4}
 
 

@@ -32,7 +32,15 @@ from ._errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
-from ._models import _RANK, CallbackEvent, Stage, TaskDetails, TaskResult, Track
+from ._models import (
+    _RANK,
+    TERMINAL_STAGES,
+    CallbackEvent,
+    Stage,
+    TaskDetails,
+    TaskResult,
+    Track,
+)
 from ._providers import ProviderProfile
 
 if TYPE_CHECKING:
@@ -42,7 +50,6 @@ __all__ = ["PollPolicy", "TaskState", "VocalTask", "event_from_details"]
 
 log = logging.getLogger("addvocals_async")
 
-_TERMINAL = frozenset({Stage.COMPLETE, Stage.FAILED})
 _COVERED = {
     Stage.TEXT: (Stage.TEXT,),
     Stage.FIRST: (Stage.TEXT, Stage.FIRST),
@@ -163,7 +170,7 @@ class TaskState:
         self.last_activity = time.monotonic()
         target = event.stage
         current = self.stage
-        if target is None or current in _TERMINAL:
+        if target is None or current in TERMINAL_STAGES:
             return False
         if target is Stage.FAILED:
             self.stage = Stage.FAILED
@@ -182,7 +189,7 @@ class TaskState:
             self._events = []
         self._events.append(event)
         self._notify()
-        if self.stage in _TERMINAL and self._on_terminal is not None:
+        if self.stage in TERMINAL_STAGES and self._on_terminal is not None:
             callback, self._on_terminal = self._on_terminal, None
             callback(self)
         return True
