@@ -136,10 +136,6 @@ _CALLBACK_DATA_KEYS = frozenset({"callbackType", "callback_type", "task_id", "ta
 _CALLBACK_BODY_KEYS = frozenset({"code", "msg", "data"})
 
 
-def _as_list(value: object) -> list[Any]:
-    return list(value) if isinstance(value, list) else []
-
-
 class WireFormat:
     """The converter between models and wire dicts.
 
@@ -212,9 +208,7 @@ class WireFormat:
         return self._conv.structure(value, Track)
 
     def _tracks(self, items: object) -> tuple[Track, ...]:
-        return tuple(
-            self.structure_track(item) for item in _as_list(items) if isinstance(item, Mapping)
-        )
+        return tuple(Tracks(items if isinstance(items, list) else (), self.structure_track))
 
     def _unstructure_track(self, track: Track) -> dict[str, Any]:
         out: dict[str, Any] = dict(track.extra)
