@@ -313,14 +313,10 @@ async def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 async def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
     dest = Path(args.out)
     async with _client(args) as client:
-        details = await client.get_details(args.task_id)
-        if details.stage is Stage.FAILED:
-            raise TaskFailedError(
-                details.task_id,
-                details.error_code,
-                details.error_message or "",
-                status=details.status,
-            )
+        task = client.task(args.task_id)
+        details = await task.refresh()
+        if task.failure is not None:  # built as every wait builds it, code meaning included
+            raise task.failure
         tracks = [t for t in details.tracks if t.audio_url]
         if not tracks:
             raise CLIError(

@@ -520,6 +520,28 @@ async def test_public_url_without_wait_needs_the_shared_secret(sim: Simulator) -
     assert task.callback_url.startswith("http://127.0.0.1:9/addvocals/cb/")
 
 
+async def test_download_of_a_failed_task_exits_4_saying_what_the_code_means(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    async with Simulator(provider="kie", speed=1000, seed=0) as sim:
+        # A plain message: the meaning of 531 must come from the SDK, not the API's text.
+        sim.script("error", error_code=531, error_message="Generation failed")
+        run = await run_main(
+            capsys, "submit", *REQUEST, *api(sim), "--provider", "kie",
+            "--callback-url", DEAD_CALLBACK, "--json",
+        )  # fmt: skip
+        task_id = run.out.strip()
+        await sim.wait_idle()
+        run = await run_main(
+            capsys, "download", task_id, "--out", str(tmp_path / "out"), *api(sim),
+            "--provider", "kie",
+        )  # fmt: skip
+    assert run.code == 4, run.err
+    error = run.assert_one_error_line(task_id, "531")
+    assert "refunded" in error  # kie's meaning of 531, as every wait reports it
+    assert not (tmp_path / "out").exists()
+
+
 async def test_failed_task_exits_4(sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
     sim.script("error", error_code=451)
     run = await run_main(
