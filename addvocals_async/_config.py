@@ -1,0 +1,191 @@
+"""Configuration in one place: environment variable names, retry and poll policies, and
+the process-wide testing switch.
+
+The testing switch (``set_testing(True)``, or ``ADDVOCALS_TESTING=1`` in the environment
+of a child process) is for users' test suites and ours, in the spirit of
+``stamina.set_testing``: retries keep their attempts but drop every wait, and poll
+timings shrink by ``time_scale`` (0.01 by default: a 60 s grace becomes 0.6 s), so no
+test sleeps through a real poll interval or backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from types import TracebackType
+
+import attrs
+
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "SECRET_ENV",
+    "TESTING_ENV",
+    "WEBHOOK_KEY_ENV",
+    "PollPolicy",
+    "RetryPolicy",
+    "is_testing",
+    "set_testing",
+    "time_scale",
+]
+
+API_KEY_ENV = "ADDVOCALS_API_KEY"
+"""The API key, when ``AddVocalsClient(api_key=...)`` is not given."""
+BASE_URL_ENV = "ADDVOCALS_BASE_URL"
+"""Overrides the provider's host (handy to point a program at the simulator)."""
+SECRET_ENV = "ADDVOCALS_RECEIVER_SECRET"
+"""The receiver's secret, which keys the callback URL tokens."""
+WEBHOOK_KEY_ENV = "ADDVOCALS_WEBHOOK_HMAC_KEY"
+"""kie's ``webhookHmacKey``: turns on the callback signature check."""
+TESTING_ENV = "ADDVOCALS_TESTING"
+"""``1`` (or a time scale such as ``0.001``) turns the testing switch on at import."""
+
+DEFAULT_TIME_SCALE = 0.01
+
+
+def _from_environment() -> float | None:
+    value = os.environ.get(TESTING_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return DEFAULT_TIME_SCALE
+    try:
+        scale = float(value)
+    except ValueError:
+        return DEFAULT_TIME_SCALE
+    return scale if 0 < scale <= 1 else DEFAULT_TIME_SCALE
+
+
+_testing_scale: float | None = _from_environment()
+
+
+class _TestingContext:
+    """What ``set_testing`` returns: usable as a context manager that restores the
+    previous setting on exit."""
+
+    __slots__ = ("_previous",)
+
+    def __init__(self, previous: float | None) -> None:
+        self._previous = previous
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        global _testing_scale
+        _testing_scale = self._previous
+
+
+def set_testing(testing: bool = True, *, time_scale: float = DEFAULT_TIME_SCALE) -> _TestingContext:
+    """Turn the testing switch on or off for the whole process.
+
+    On: retries keep their attempts but never wait, and poll timings are multiplied by
+    ``time_scale``. Works as a plain call or as ``with set_testing(True): ...``.
+    """
+    global _testing_scale
+    if not 0 < time_scale <= 1:
+        raise ValueError(f"time_scale must be in (0, 1], got {time_scale!r}")
+    previous = _testing_scale
+    _testing_scale = time_scale if testing else None
+    return _TestingContext(previous)
+
+
+def is_testing() -> bool:
+    """True while the testing switch is on."""
+    return _testing_scale is not None
+
+
+def time_scale() -> float:
+    """The factor applied to poll timings: 1.0 normally, smaller under the testing switch."""
+    return 1.0 if _testing_scale is None else _testing_scale
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """Backoff for retried requests: exponential with full jitter, ``Retry-After``
+    honoured (up to ``retry_after_cap``), a longer ``maintenance_wait`` for code 455.
+    ``timeout`` bounds all attempts of one call together. ``RetryPolicy.no_wait()``
+    keeps the attempts but drops every wait, as the testing switch does."""
+
+    attempts: int = 5
+    wait_initial: float = 1.0
+    wait_max: float = 30.0
+    wait_jitter: float = 1.0
+    maintenance_wait: float = 10.0
+    retry_after_cap: float = 60.0
+    timeout: float | None = 180.0
+
+    @classmethod
+    def no_wait(cls, attempts: int = 5) -> RetryPolicy:
+        return cls(
+            attempts=attempts,
+            wait_initial=0.0,
+            wait_max=0.0,
+            wait_jitter=0.0,
+            maintenance_wait=0.0,
+            retry_after_cap=0.0,
+        )
+
+    def backoff(self, attempt: int) -> float:
+        """The wait before retry number ``attempt`` (1 for the first retry)."""
+        if is_testing():
+            return 0.0
+        exponential = min(self.wait_max, self.wait_initial * 2.0 ** (attempt - 1))
+        return min(self.wait_max, exponential + random.uniform(0, self.wait_jitter))
+
+    def retry_after(self, seconds: float) -> float:
+        """The wait for a ``Retry-After`` the server gave."""
+        return 0.0 if is_testing() else min(seconds, self.retry_after_cap)
+
+    def maintenance(self) -> float:
+        """The wait after a maintenance answer (code 455)."""
+        return 0.0 if is_testing() else self.maintenance_wait * random.uniform(0.5, 1.0)
+
+
+@attrs.frozen(kw_only=True)
+class PollPolicy:
+    """When tasks fall back to the details endpoint.
+
+    - ``grace``: with a receiver, how long callbacks may be quiet before polling starts.
+    - ``initial`` / ``maximum``: the polling interval, growing from ``initial`` to
+      ``maximum`` (×1.5 per poll, with ±20 % jitter). The API's docs advise 10-30 s.
+    - ``min_interval``: never poll one task more often than this (kie allows 3/s/task).
+    - ``default_timeout``: the deadline of a wait given no ``timeout`` (nothing waits forever).
+    - ``final_poll_timeout``: the time the last-chance poll at a deadline may take.
+
+    Under the testing switch the first four are multiplied by its time scale.
+    """
+
+    grace: float = 60.0
+    initial: float = 10.0
+    maximum: float = 30.0
+    min_interval: float = 1.0
+    default_timeout: float = 1200.0
+    final_poll_timeout: float = 10.0
+
+    @classmethod
+    def fast(cls) -> PollPolicy:
+        """Intervals for tests against the simulator: poll within tenths of a second."""
+        return cls(grace=0.5, initial=0.1, maximum=0.3, min_interval=0.05, default_timeout=30.0)
+
+    @property
+    def grace_period(self) -> float:
+        return self.grace * time_scale()
+
+    @property
+    def poll_floor(self) -> float:
+        """``min_interval`` as in force now (scaled under the testing switch)."""
+        return self.min_interval * time_scale()
+
+    def next_interval(self, previous: float | None) -> float:
+        scale = time_scale()
+        if previous is None:
+            base = self.initial * scale
+        else:
+            base = min(self.maximum * scale, previous * 1.5)
+        return base * random.uniform(0.8, 1.2)
