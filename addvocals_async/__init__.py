@@ -6,7 +6,11 @@ of the details endpoint is the safety net. ``addvocals_async.testing`` holds a s
 of the API for tests and demos.
 """
 
-from ._client import AddVocalsClient, RetryPolicy
+from ._client import AddVocalsClient
+from ._config import PollPolicy, RetryPolicy, is_testing, set_testing
+from ._convert import WireFormat
+from ._delivery import Delivery, DeliveryBackend, DeliveryResult, InMemoryBackend, Subscriber
+from ._download import ProgressCallback
 from ._errors import (
     AddVocalsError,
     APIConnectionError,
@@ -33,20 +37,20 @@ from ._models import (
     TaskDetails,
     TaskResult,
     Track,
-    UncheckedModel,
 )
 from ._providers import PROVIDERS, ProviderProfile
 from ._receiver import (
     RECEIVER_KEY,
     CallbackReceiver,
-    DeliveryBackend,
-    DeliveryResult,
-    InMemoryBackend,
+    CallbackURL,
+    EventHook,
     ReceiverResponse,
     ReceiverStats,
 )
+from ._registry import TaskRegistry, TerminalListener
 from ._signing import sign_webhook, verify_signature
-from ._tasks import PollPolicy, VocalTask
+from ._tasks import DetailsSource, TaskState, VocalTask
+from ._validation import UncheckedModel
 from ._version import __version__
 
 __all__ = [
@@ -61,14 +65,19 @@ __all__ = [
     "AuthenticationError",
     "CallbackEvent",
     "CallbackReceiver",
+    "CallbackURL",
+    "Delivery",
     "DeliveryBackend",
     "DeliveryResult",
+    "DetailsSource",
+    "EventHook",
     "InMemoryBackend",
     "InsufficientCreditsError",
     "InvalidParametersError",
     "MaintenanceError",
     "NotFoundError",
     "PollPolicy",
+    "ProgressCallback",
     "PromptTooLongError",
     "ProviderProfile",
     "RateLimitError",
@@ -79,15 +88,22 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "Stage",
+    "Subscriber",
     "TaskDetails",
     "TaskFailedError",
+    "TaskRegistry",
     "TaskResult",
+    "TaskState",
     "TaskTimeoutError",
+    "TerminalListener",
     "Track",
     "UncheckedModel",
     "VocalTask",
     "WebhookVerificationError",
+    "WireFormat",
     "__version__",
+    "is_testing",
+    "set_testing",
     "sign_webhook",
     "verify_signature",
 ]

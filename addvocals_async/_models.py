@@ -1,23 +1,20 @@
 """The data the SDK works with, as attrs classes that know nothing of wire names.
 
-Wire spellings, formats and quirks live in ``_convert``; rules about requests live here,
-checked when an ``AddVocalsRequest`` is built so that nothing invalid is ever sent.
+Wire spellings, formats and quirks live in ``_convert``; the rules a request must meet
+live in ``_validation`` and are checked when an ``AddVocalsRequest`` is built, so that
+nothing invalid is ever sent.
 """
 
 from __future__ import annotations
 
 import enum
-import math
-import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, overload
 
 import attrs
-import yarl
 
-from ._errors import RequestValidationError
-from ._providers import KNOWN_MODELS, Field, LengthLimits, limits_for
+from ._validation import validate_request
 
 __all__ = [
     "AddVocalsRequest",
@@ -27,13 +24,17 @@ __all__ = [
     "TaskResult",
     "Track",
     "Tracks",
-    "UncheckedModel",
 ]
 
 
 class Stage(str, enum.Enum):
     """Where a task stands. Stages only move forward: pending < text < first < complete;
-    failed is terminal and may follow any non-terminal stage."""
+    failed is terminal and may follow any non-terminal stage.
+
+    This enum is the one table of stages: its order, which stages end a task, and which
+    waits a stage satisfies (``complete`` satisfies ``text()`` and ``first()``, so a
+    skipped stage never leaves a waiter behind).
+    """
 
     PENDING = "pending"
     TEXT = "text"
@@ -43,122 +44,29 @@ class Stage(str, enum.Enum):
 
     @property
     def rank(self) -> int:
+        """Position in the one-way order; a task never moves to a lower or equal rank."""
         return _RANK[self]
 
     @property
     def is_terminal(self) -> bool:
-        return self in TERMINAL_STAGES
+        return self is Stage.COMPLETE or self is Stage.FAILED
+
+    @property
+    def covers(self) -> tuple[Stage, ...]:
+        """The stages whose waits this stage satisfies (itself included); none for
+        ``pending`` and ``failed``."""
+        return _COVERS[self]
 
     def __str__(self) -> str:
         return self.value
 
 
-TERMINAL_STAGES = frozenset({Stage.COMPLETE, Stage.FAILED})
-_RANK = {Stage.PENDING: 0, Stage.TEXT: 1, Stage.FIRST: 2, Stage.COMPLETE: 3, Stage.FAILED: 4}
-
-
-class UncheckedModel(str):
-    """A ``model`` value newer than this release, passed on as it is.
-
-    ``model="V7"`` is rejected as unknown (a typo costs a credit); ``model=UncheckedModel("V7")``
-    says you mean it. Length limits then follow the common row of §2.1.
-    """
-
-    __slots__ = ()
-
-
-# ---------------------------------------------------------------- request validation
-
-
-def _require_text(field: str, value: object) -> None:
-    if value is None:
-        raise RequestValidationError(field, value, "is required")
-    if not isinstance(value, str):
-        raise RequestValidationError(field, value, f"must be a string, not {type(value).__name__}")
-    if not value.strip():
-        raise RequestValidationError(field, value, "is required and must not be empty")
-
-
-def require_url(field: str, value: object) -> None:
-    _require_text(field, value)
-    assert isinstance(value, str)
-    if value != value.strip():
-        raise RequestValidationError(field, value, "must not start or end with white space")
-    try:
-        url = yarl.URL(value)
-    except (ValueError, TypeError):
-        raise RequestValidationError(field, value, "is not a valid URL") from None
-    if url.scheme not in ("http", "https") or not url.is_absolute() or not url.host:
-        raise RequestValidationError(field, value, "must be an absolute http:// or https:// URL")
-
-
-def _check_weight(field: str, value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise RequestValidationError(field, value, "must be a number between 0 and 1")
-    x = float(value)
-    if not math.isfinite(x):
-        raise RequestValidationError(field, value, "must be a finite number between 0 and 1")
-    if not 0.0 <= x <= 1.0:
-        raise RequestValidationError(field, value, "must be between 0 and 1 inclusive")
-    if abs(x * 100 - round(x * 100)) >= 1e-9:
-        raise RequestValidationError(
-            field, value, "must be a multiple of 0.01 (two decimal places, e.g. 0.61)"
-        )
-
-
-def _check_length(field: str, value: str | None, limit: int, model: str | None) -> None:
-    if value is not None and len(value) > limit:
-        which = f"model {model}" if model else "the default model"
-        raise RequestValidationError(
-            field, value, f"is {len(value)} characters; at most {limit} are allowed for {which}"
-        )
-
-
-def check_lengths(request: AddVocalsRequest, limits: LengthLimits) -> None:
-    """Raise ``RequestValidationError`` when a text field is longer than ``limits`` allow."""
-    model = request.model
-    _check_length("prompt", request.prompt, limits.limit(Field.PROMPT), model)
-    _check_length("lyrics", request.lyrics, limits.limit(Field.PROMPT), model)
-    _check_length("style", request.style, limits.limit(Field.STYLE), model)
-    _check_length("title", request.title, limits.limit(Field.TITLE), model)
-    _check_length("negative_tags", request.negative_tags, limits.limit(Field.NEGATIVE_TAGS), model)
-
-
-def _validate_request(request: AddVocalsRequest) -> None:
-    require_url("upload_url", request.upload_url)
-    if request.callback_url is not None:
-        require_url("callback_url", request.callback_url)
-    for name in ("prompt", "title", "style", "negative_tags"):
-        _require_text(name, getattr(request, name))
-    if request.lyrics is not None:
-        _require_text("lyrics", request.lyrics)
-    if request.vocal_gender is not None and request.vocal_gender not in ("m", "f"):
-        raise RequestValidationError(
-            "vocal_gender", request.vocal_gender, "must be 'm' or 'f' (or left out)"
-        )
-    for name in ("style_weight", "weirdness_constraint", "audio_weight"):
-        _check_weight(name, getattr(request, name))
-    variety = request.variety
-    if variety is not None and (
-        isinstance(variety, bool) or not isinstance(variety, int) or not 0 <= variety <= 4
-    ):
-        raise RequestValidationError(
-            "variety", variety, "must be a whole number from 0 (off) to 4 (max)"
-        )
-    model = request.model
-    if isinstance(model, UncheckedModel) and not model.strip():
-        raise RequestValidationError("model", model, "UncheckedModel needs a model name")
-    known_model = model is None or isinstance(model, UncheckedModel) or model in KNOWN_MODELS
-    if not known_model:
-        raise RequestValidationError(
-            "model",
-            model,
-            f"is not a known model ({', '.join(KNOWN_MODELS)}); "
-            "wrap a newer one as UncheckedModel(...) to send it anyway",
-        )
-    check_lengths(request, limits_for(model))
+_RANK = {stage: rank for rank, stage in enumerate(Stage)}
+_PROGRESS = (Stage.TEXT, Stage.FIRST, Stage.COMPLETE)
+_COVERS = {
+    stage: _PROGRESS[: _PROGRESS.index(stage) + 1] if stage in _PROGRESS else () for stage in Stage
+}
+TERMINAL_STAGES = frozenset(stage for stage in Stage if stage.is_terminal)
 
 
 def _model_value(value: Any) -> Any:
@@ -193,7 +101,7 @@ class AddVocalsRequest:
     variety: int | None = None
 
     def __attrs_post_init__(self) -> None:
-        _validate_request(self)
+        validate_request(self)
 
 
 # ---------------------------------------------------------------- results
@@ -275,7 +183,8 @@ class Tracks(Sequence[Track]):
         return repr(self._all())
 
 
-_CALLBACK_STAGES = {"text": Stage.TEXT, "first": Stage.FIRST, "complete": Stage.COMPLETE}
+_CALLBACK_STAGES = {stage.value: stage for stage in _PROGRESS}
+"""A successful callback's ``callbackType`` is the name of the stage it reports."""
 
 
 @attrs.frozen(kw_only=True)

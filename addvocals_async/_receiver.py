@@ -1,227 +1,59 @@
-"""The callback receiver: authenticate, parse and dispatch callbacks to task states.
+"""The callback receiver: the HTTP edge between the API's callbacks and the delivery seam.
 
 One ``CallbackReceiver`` serves three ways:
 
 - embedded: ``async with CallbackReceiver(host=..., port=0, public_url=...)`` runs its own
   aiohttp ``AppRunner`` + ``TCPSite``; the bind address and the advertised URL are separate,
   for proxies and tunnels;
-- mounted: ``receiver.mount(app, path="/addvocals")`` adds its route to your aiohttp app;
+- mounted: ``addvocals_async.aiohttp.init_app(app, receiver)`` adds its route to your
+  aiohttp app;
 - anywhere else: ``await receiver.handle(path, headers, body)`` returns a status and a JSON
   body for any web framework to send back.
 
 A request is checked in order of cost: the URL token (constant time, no lookup), the body
-size, the JSON, the kie signature when a key is set, the shape. Only then is it handed to
-the ``DeliveryBackend``, which finds the task and applies the event. The handler does no
-network I/O and runs no user code inline: ``on_event`` hooks run as tasks of their own.
+size, the JSON, the kie signature when a key is set, the shape. Only then is it published
+on the delivery seam, which checks that the URL belongs to the task the body names and
+hands it to whoever awaits that task, in this process or another. The handler does no
+network I/O of its own and runs no user code inline: ``on_event`` hooks run as tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import enum
 import inspect
 import json
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
 
 import attrs
 import yarl
 from aiohttp import web
 
+from ._config import SECRET_ENV, WEBHOOK_KEY_ENV
 from ._convert import CallbackParseError, WireFormat, wire
+from ._delivery import Delivery, DeliveryBackend, DeliveryResult, InMemoryBackend
 from ._errors import WebhookVerificationError
 from ._models import CallbackEvent
 from ._signing import DEFAULT_TOLERANCE, Secret, TokenSigner, as_secret, verify_signature
-from ._tasks import TaskState
+from ._validation import require_url
 
 __all__ = [
     "RECEIVER_KEY",
     "CallbackReceiver",
-    "DeliveryBackend",
-    "DeliveryResult",
-    "InMemoryBackend",
+    "CallbackURL",
+    "EventHook",
     "ReceiverResponse",
     "ReceiverStats",
-    "Registration",
 ]
 
 log = logging.getLogger("addvocals_async.receiver")
 
-SECRET_ENV = "ADDVOCALS_RECEIVER_SECRET"
-WEBHOOK_KEY_ENV = "ADDVOCALS_WEBHOOK_HMAC_KEY"
 DEFAULT_MAX_BODY = 1024 * 1024
 
-EventHook = Callable[[CallbackEvent], Awaitable[None] | None]
-
-
-class DeliveryResult(enum.Enum):
-    ACCEPTED = "accepted"  # moved a task forward
-    IGNORED = "ignored"  # duplicate, regression, late or unknown type: acknowledged, no effect
-    ORPHANED = "orphaned"  # genuine, but no task is attached here: kept for a later attach
-    MISMATCH = "mismatch"  # the body names another task than the URL token belongs to
-
-
-class DeliveryBackend(Protocol):
-    """Where callbacks meet their tasks. The in-memory backend serves one process; an
-    implementation over a shared store (Redis pub/sub, say) lets many processes share
-    callbacks without changing the receiver or the client."""
-
-    def register(self, ref: str, state: TaskState) -> None: ...
-
-    def unregister(self, ref: str) -> None: ...
-
-    def bind(self, ref: str, task_id: str) -> None: ...
-
-    def attach(self, state: TaskState) -> None: ...
-
-    def deliver(self, ref: str, event: CallbackEvent) -> DeliveryResult: ...
-
-    def close(self) -> None: ...
-
-
-class _LRU(collections.OrderedDict[str, Any]):
-    """A dict that forgets its oldest entries beyond ``limit``."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def put(self, key: str, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
-
-
-class InMemoryBackend:
-    """Dispatch in one process: O(1) dictionaries, nothing kept for finished tasks but a
-    bounded memory of recent references (to keep rejecting cross-task bodies) and of
-    callbacks for tasks nobody has attached yet.
-
-    A registered task takes callbacks only through its own URL. A task re-attached by id
-    (``client.task``) takes them through the first genuine URL that names it, and from then
-    on only through that one. A registration silent for ``ttl`` seconds (a task whose
-    callbacks were lost and that nobody waits for any more) is dropped, so a long-running
-    service does not collect them; its waiters, if any, go on by polling.
-    """
-
-    def __init__(
-        self, *, memory: int = 4096, orphan_events_per_task: int = 4, ttl: float = 6 * 3600
-    ) -> None:
-        self._by_ref: dict[str, TaskState] = {}
-        self._by_task: dict[str, TaskState] = {}
-        self._ref_task = _LRU(memory)  # ref -> task id, for refs with no live registration
-        self._orphans = _LRU(memory)  # task id -> events nobody was waiting for, one per type
-        self._finished = _LRU(memory)  # task ids that reached a terminal stage here
-        self._orphan_cap = orphan_events_per_task
-        self.ttl = ttl
-        self._on_finished = self._forget  # bound once, shared by every task's clean-up
-
-    def __len__(self) -> int:
-        """How many tasks are registered or attached (0 once all have finished)."""
-        return len({*map(id, self._by_ref.values()), *map(id, self._by_task.values())})
-
-    def register(self, ref: str, state: TaskState) -> None:
-        self._expire()
-        self._by_ref[ref] = state
-        state.ref = ref
-        state.on_terminal(self._on_finished)
-
-    def unregister(self, ref: str) -> None:
-        state = self._by_ref.pop(ref, None)
-        if state is not None and state.task_id is not None:
-            if self._by_task.get(state.task_id) is state:
-                del self._by_task[state.task_id]
-            self._ref_task.put(ref, state.task_id)  # the URL stays that task's alone
-
-    def bind(self, ref: str, task_id: str) -> None:
-        state = self._by_ref.get(ref)
-        if state is not None:
-            self._by_task[task_id] = state
-
-    def attach(self, state: TaskState) -> None:
-        assert state.task_id is not None
-        if state.stage.is_terminal:
-            return
-        self._expire()
-        self._by_task[state.task_id] = state
-        state.on_terminal(self._on_finished)
-        for event in self._orphans.pop(state.task_id, ()):
-            state.apply(event)
-
-    def deliver(self, ref: str, event: CallbackEvent) -> DeliveryResult:
-        state = self._by_ref.get(ref)
-        if state is not None:
-            if state.task_id is not None and state.task_id != event.task_id:
-                return DeliveryResult.MISMATCH
-            accepted = state.apply(event)
-            task_id = state.task_id
-            if task_id is not None and task_id not in self._by_task and not state.stage.is_terminal:
-                self._by_task[task_id] = state  # an early callback named it before bind() did
-            return DeliveryResult.ACCEPTED if accepted else DeliveryResult.IGNORED
-        # A genuine token with no live registration: a restart, another process, or a
-        # task that already finished. The first task id seen for a ref stays its owner.
-        owner = self._ref_task.get(ref)
-        if owner is not None and owner != event.task_id:
-            return DeliveryResult.MISMATCH
-        attached = self._by_task.get(event.task_id)
-        if attached is not None:
-            if attached.ref is None:
-                attached.ref = ref  # a re-attached task: this URL is now its own
-            elif attached.ref != ref:
-                return DeliveryResult.MISMATCH  # another task's URL, even an old one
-        self._ref_task.put(ref, event.task_id)
-        if attached is not None:
-            return DeliveryResult.ACCEPTED if attached.apply(event) else DeliveryResult.IGNORED
-        if event.task_id in self._finished:
-            # A duplicate or late callback of a task that finished here: not an orphan.
-            return DeliveryResult.IGNORED
-        kept: list[CallbackEvent] = self._orphans.get(event.task_id) or []
-        # One of each type (a sender's retries repeat them), and only a few types.
-        if len(kept) < self._orphan_cap and all(
-            e.callback_type != event.callback_type for e in kept
-        ):
-            kept.append(event)
-        self._orphans.put(event.task_id, kept)
-        return DeliveryResult.ORPHANED
-
-    def _forget(self, state: TaskState) -> None:
-        ref = state.ref
-        if state.task_id is not None:
-            self._finished.put(state.task_id, True)
-        if ref is not None:
-            if self._by_ref.get(ref) is state:
-                del self._by_ref[ref]
-            if state.task_id is not None:
-                self._ref_task.put(ref, state.task_id)
-        if state.task_id is not None and self._by_task.get(state.task_id) is state:
-            del self._by_task[state.task_id]
-
-    def _expire(self, *, now: float | None = None, batch: int = 8) -> None:
-        """Drop a few of the oldest registrations silent for longer than ``ttl``: amortised
-        O(1) per registration, so nothing lost for good piles up."""
-        limit = (time.monotonic() if now is None else now) - self.ttl
-        for table in (self._by_ref, self._by_task):
-            for _ in range(batch):
-                key, state = next(iter(table.items()), ("", None))
-                if state is None or state.last_activity >= limit:
-                    break
-                state.on_terminal(None)
-                self._forget(state)
-                table.pop(key, None)
-                state.stop_expecting_callbacks()
-
-    def close(self) -> None:
-        states = {*self._by_ref.values(), *self._by_task.values()}
-        self._by_ref.clear()
-        self._by_task.clear()
-        for state in states:
-            state.stop_expecting_callbacks()
+EventHook = Callable[[CallbackEvent], "Awaitable[None] | None"]
+"""``on_event(event)`` / ``on_unclaimed(event)``: a plain or async function, run as a task."""
 
 
 @attrs.define
@@ -261,11 +93,12 @@ class ReceiverResponse:
 
 
 @attrs.frozen
-class Registration:
-    """A task's place at the receiver: ``ref`` names it, ``callback_url`` is sent to the API."""
+class CallbackURL:
+    """A fresh callback URL for one submit: ``url`` is sent to the API, ``ref`` names it
+    on the delivery seam (the URL's token is ``ref`` plus its HMAC)."""
 
     ref: str
-    callback_url: str
+    url: str
 
 
 _RECEIVED = ReceiverResponse(200, {"status": "received"})
@@ -310,9 +143,7 @@ class CallbackReceiver:
         shutdown_timeout: float = 5.0,
     ) -> None:
         if public_url is not None:
-            url = yarl.URL(public_url)
-            if url.scheme not in ("http", "https") or not url.host:
-                raise ValueError(f"public_url must be an absolute http(s) URL, got {public_url!r}")
+            require_url("public_url", public_url)
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
         self.host = host
@@ -333,6 +164,7 @@ class CallbackReceiver:
         self.tolerance = tolerance
         self.max_body_size = max_body_size
         self.backend: DeliveryBackend = backend if backend is not None else InMemoryBackend()
+        """The delivery seam callbacks are published on."""
         self.on_event = on_event
         self.on_unclaimed = on_unclaimed
         self.stats = ReceiverStats()
@@ -404,7 +236,7 @@ class CallbackReceiver:
                 await site.stop()
             await self._drain()
             await runner.cleanup()
-        self.backend.close()
+        await self.backend.aclose()
         if self._hooks:
             await asyncio.wait(self._hooks, timeout=self._shutdown_timeout)
             for task in self._hooks:
@@ -432,7 +264,8 @@ class CallbackReceiver:
         self, app: web.Application, *, path: str | None = None, close_with_app: bool = True
     ) -> None:
         """Add the callback route (``POST {path}/cb/{token}``) to an aiohttp application and
-        store this receiver as ``app[RECEIVER_KEY]``. The receiver closes with the app."""
+        store this receiver as ``app[RECEIVER_KEY]``; the receiver closes with the app.
+        ``addvocals_async.aiohttp.init_app(app, receiver)`` says the same."""
         prefix = (path if path is not None else self.path).rstrip("/")
         app.router.add_post(f"{prefix}/cb/{{token}}", self._aiohttp_handler)
         app[RECEIVER_KEY] = self
@@ -460,7 +293,7 @@ class CallbackReceiver:
             elif length is not None and length > self.max_body_size:
                 response = self._too_large()
             elif length is not None:
-                response = self._handle_body(ref, request.headers, await request.read())
+                response = await self._handle_body(ref, request.headers, await request.read())
             else:  # chunked: count as it arrives
                 body = bytearray()
                 async for chunk in request.content.iter_chunked(65536):
@@ -469,7 +302,7 @@ class CallbackReceiver:
                         response = self._too_large()
                         break
                 else:
-                    response = self._handle_body(ref, request.headers, bytes(body))
+                    response = await self._handle_body(ref, request.headers, bytes(body))
         finally:
             self._in_flight -= 1
             if not self._in_flight and self._drained is not None:
@@ -478,39 +311,15 @@ class CallbackReceiver:
             return web.Response(body=_RECEIVED_JSON, content_type="application/json")
         return web.json_response(response.body, status=response.status)
 
-    # ---------------------------------------------------------------- registration
+    # ---------------------------------------------------------------- callback URLs
 
-    def register(self, state: TaskState) -> Registration:
-        """Give ``state`` a callback URL; callbacks to it reach ``state`` from now on,
-        even before the submit that uses it has returned."""
+    def new_callback_url(self) -> CallbackURL:
+        """A fresh, unguessable callback URL for one submit. Stateless: any receiver with
+        the same secret accepts it, and the seam routes what arrives through it."""
         if self._closed:
             raise RuntimeError("the receiver is closed")
         ref, token = self._signer.new_token()
-        url = yarl.URL(self.url) / "cb" / token
-        state.callbacks_expected = True
-        self.backend.register(ref, state)
-        return Registration(ref=ref, callback_url=str(url))
-
-    def bind(self, registration: Registration, task_id: str) -> None:
-        self.backend.bind(registration.ref, task_id)
-
-    def adopt(self, registration: Registration, state: TaskState) -> None:
-        """Route ``registration``'s callbacks to ``state`` from now on, instead of the
-        state it was made for (the submit answered with another task id than an early
-        callback claimed: the answer wins)."""
-        self.backend.unregister(registration.ref)
-        state.callbacks_expected = True
-        self.backend.register(registration.ref, state)
-
-    def unregister(self, registration: Registration) -> None:
-        self.backend.unregister(registration.ref)
-
-    def attach(self, state: TaskState) -> None:
-        """Route callbacks for an existing task (by its id) to ``state``."""
-        if self._closed:
-            return
-        state.callbacks_expected = True
-        self.backend.attach(state)
+        return CallbackURL(ref=ref, url=str(yarl.URL(self.url) / "cb" / token))
 
     # ---------------------------------------------------------------- handling
 
@@ -521,18 +330,18 @@ class CallbackReceiver:
         if not head.endswith("/cb"):
             self.stats.rejected_token += 1
             return _reject(404, "not a callback path")
-        return self.handle_token(token, headers, body)
+        return await self.handle_token(token, headers, body)
 
-    def handle_token(self, token: str, headers: Mapping[str, str], body: bytes) -> ReceiverResponse:
-        """``handle`` for a token already taken from the path; synchronous, but like
-        everything that touches tasks it must run on the event loop's thread."""
-        asyncio.get_running_loop()  # raises before anything is applied when off the loop
+    async def handle_token(
+        self, token: str, headers: Mapping[str, str], body: bytes
+    ) -> ReceiverResponse:
+        """``handle`` for a token already taken from the path."""
         ref = self._ref_for(token)
         if ref is None:
             return _FORBIDDEN
         if len(body) > self.max_body_size:
             return self._too_large()
-        return self._handle_body(ref, headers, body)
+        return await self._handle_body(ref, headers, body)
 
     def _ref_for(self, token: str) -> str | None:
         ref = self._signer.check(token)
@@ -541,7 +350,9 @@ class CallbackReceiver:
             log.warning("refused a callback with an invalid URL token")
         return ref
 
-    def _handle_body(self, ref: str, headers: Mapping[str, str], body: bytes) -> ReceiverResponse:
+    async def _handle_body(
+        self, ref: str, headers: Mapping[str, str], body: bytes
+    ) -> ReceiverResponse:
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
@@ -562,7 +373,7 @@ class CallbackReceiver:
             event = self._wire.structure_callback(payload)
         except CallbackParseError as exc:
             return self._bad_body(str(exc))
-        outcome = self.backend.deliver(ref, event)
+        outcome = await self.backend.publish(Delivery(ref, event))
         if outcome is DeliveryResult.MISMATCH:
             self.stats.rejected_mismatch += 1
             log.warning("refused a callback for task %s sent to another task's URL", event.task_id)

@@ -17,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import attrs
-
+from ._config import PollPolicy
 from ._errors import (
     AddVocalsError,
     AuthenticationError,
@@ -32,61 +30,25 @@ from ._errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
-from ._models import (
-    _RANK,
-    TERMINAL_STAGES,
-    CallbackEvent,
-    Stage,
-    TaskDetails,
-    TaskResult,
-    Track,
-)
+from ._models import CallbackEvent, Stage, TaskDetails, TaskResult, Track
 from ._providers import ProviderProfile
 
-if TYPE_CHECKING:
-    from ._client import AddVocalsClient
+__all__ = ["DetailsSource", "TaskState", "VocalTask", "event_from_details"]
 
-__all__ = ["PollPolicy", "TaskState", "VocalTask", "event_from_details"]
-
-log = logging.getLogger("addvocals_async")
-
-_COVERED = {
-    Stage.TEXT: (Stage.TEXT,),
-    Stage.FIRST: (Stage.TEXT, Stage.FIRST),
-    Stage.COMPLETE: (Stage.TEXT, Stage.FIRST, Stage.COMPLETE),
-}
-"""The stages a later stage reaches too: ``complete`` satisfies ``text()`` and ``first()``."""
-
-_STAGE_TYPES = {Stage.TEXT: "text", Stage.FIRST: "first", Stage.COMPLETE: "complete"}
+log = logging.getLogger("addvocals_async.tasks")
 
 
-@attrs.frozen(kw_only=True)
-class PollPolicy:
-    """When tasks fall back to the details endpoint.
+class DetailsSource(Protocol):
+    """Where a task asks for its details when callbacks go quiet (the client's API)."""
 
-    - ``grace``: with a receiver, how long callbacks may be quiet before polling starts.
-    - ``initial`` / ``maximum``: the polling interval, growing from ``initial`` to
-      ``maximum`` (×1.5 per poll, with ±20 % jitter). The API's docs advise 10-30 s.
-    - ``min_interval``: never poll one task more often than this (kie allows 3/s/task).
-    - ``default_timeout``: the deadline of a wait given no ``timeout`` (nothing waits forever).
-    - ``final_poll_timeout``: the time the last-chance poll at a deadline may take.
-    """
+    @property
+    def can_poll(self) -> bool:
+        """False once nothing can be asked any more (the client is closed)."""
+        ...
 
-    grace: float = 60.0
-    initial: float = 10.0
-    maximum: float = 30.0
-    min_interval: float = 1.0
-    default_timeout: float = 1200.0
-    final_poll_timeout: float = 10.0
-
-    @classmethod
-    def fast(cls) -> PollPolicy:
-        """Intervals for tests against the simulator: poll within tenths of a second."""
-        return cls(grace=0.5, initial=0.1, maximum=0.3, min_interval=0.05, default_timeout=30.0)
-
-    def next_interval(self, previous: float | None) -> float:
-        base = self.initial if previous is None else min(self.maximum, previous * 1.5)
-        return base * random.uniform(0.8, 1.2)
+    async def details(self, task_id: str, *, attempts: int | None = None) -> TaskDetails:
+        """What the details endpoint says now; ``attempts`` bounds its retries."""
+        ...
 
 
 def event_from_details(details: TaskDetails) -> CallbackEvent | None:
@@ -104,7 +66,7 @@ def event_from_details(details: TaskDetails) -> CallbackEvent | None:
         )
     return CallbackEvent(
         task_id=details.task_id,
-        callback_type=_STAGE_TYPES[stage],
+        callback_type=stage.value,  # a callback's type is the name of its stage
         code=200,
         msg=details.status,
         tracks=details.tracks,
@@ -170,26 +132,26 @@ class TaskState:
         self.last_activity = time.monotonic()
         target = event.stage
         current = self.stage
-        if target is None or current in TERMINAL_STAGES:
+        if target is None or current.is_terminal:
             return False
         if target is Stage.FAILED:
             self.stage = Stage.FAILED
             self.failure = self._failure_from(event)
-        elif _RANK[target] <= _RANK[current]:
+        elif target.rank <= current.rank:
             return False
         else:
             # The event that reached each stage (skipped ones included); results are built
             # from it when somebody asks, not on the receiver's hot path.
             if self._reached is None:
                 self._reached = {}
-            for stage in _COVERED[target]:
+            for stage in target.covers:
                 self._reached.setdefault(stage, event)
             self.stage = target
         if self._events is None:
             self._events = []
         self._events.append(event)
         self._notify()
-        if self.stage in TERMINAL_STAGES and self._on_terminal is not None:
+        if self.stage.is_terminal and self._on_terminal is not None:
             callback, self._on_terminal = self._on_terminal, None
             callback(self)
         return True
@@ -236,7 +198,7 @@ class TaskState:
         self._notify()
 
     def on_terminal(self, callback: Callable[[TaskState], None] | None) -> None:
-        """Run ``callback`` once when the task reaches a terminal stage (the receiver's
+        """Run ``callback`` once when the task reaches a terminal stage (the registry's
         clean-up hook); at once if it already has."""
         if callback is not None and self.stage.is_terminal:
             callback(self)
@@ -277,13 +239,27 @@ class VocalTask:
     never leave a waiter behind.
     """
 
-    __slots__ = ("_client", "_last_poll", "_poll_interval", "_poll_lock", "_reattached", "_state")
+    __slots__ = (
+        "_last_poll",
+        "_policy",
+        "_poll_interval",
+        "_poll_lock",
+        "_reattached",
+        "_source",
+        "_state",
+    )
 
     def __init__(
-        self, client: AddVocalsClient, state: TaskState, *, reattached: bool = False
+        self,
+        state: TaskState,
+        source: DetailsSource,
+        policy: PollPolicy,
+        *,
+        reattached: bool = False,
     ) -> None:
-        self._client = client
         self._state = state
+        self._source = source
+        self._policy = policy
         # Re-attached by id: it may have finished long ago, or never existed, so the first
         # wait asks the details endpoint at once instead of giving callbacks a grace period.
         self._reattached = reattached
@@ -325,7 +301,7 @@ class VocalTask:
         return await self._refresh(attempts=None)
 
     async def _refresh(self, *, attempts: int | None) -> TaskDetails:
-        details = await self._client._details(self.task_id, attempts=attempts)
+        details = await self._source.details(self.task_id, attempts=attempts)
         event = event_from_details(details)
         if event is not None:
             self._state.apply(event)
@@ -358,7 +334,7 @@ class VocalTask:
 
     def _deadline(self, timeout: float | None) -> tuple[float, float]:
         if timeout is None:
-            timeout = self._client.poll_policy.default_timeout
+            timeout = self._policy.default_timeout
         if not timeout >= 0:  # also refuses NaN, which no deadline would ever reach
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         return time.monotonic() + timeout, timeout
@@ -384,7 +360,7 @@ class VocalTask:
     ) -> None:
         """Sleep until ``done()``, polling when callbacks are quiet; raise at the deadline."""
         state = self._state
-        policy = self._client.poll_policy
+        policy = self._policy
         until, total = deadline
         while not done():
             now = time.monotonic()
@@ -400,14 +376,14 @@ class VocalTask:
             if state.callbacks_expected and not (self._reattached and self._last_poll is None):
                 # Callbacks flowing: stay quiet. Silent for `grace`: poll on the schedule.
                 quiet_for = now - state.last_activity
-                sleep = max(policy.grace - quiet_for, self._time_to_next_poll(now))
+                sleep = max(policy.grace_period - quiet_for, self._time_to_next_poll(now))
             else:
                 sleep = self._time_to_next_poll(now)
             if sleep > 0:
                 changed = state.changed()
                 await asyncio.wait([changed], timeout=min(sleep, remaining))
                 continue
-            if not self._client.can_poll:
+            if not self._source.can_poll:
                 if not state.callbacks_expected:
                     raise ReceiverClosedError(
                         f"task {self.task_id}: the receiver and the client are both closed, "
@@ -425,7 +401,7 @@ class VocalTask:
         if self._last_poll is None:
             return 0.0
         interval = self._poll_interval or 0.0
-        interval = max(interval, self._client.poll_policy.min_interval)
+        interval = max(interval, self._policy.poll_floor)
         return self._last_poll + interval - now
 
     async def _poll(self) -> None:
@@ -433,16 +409,15 @@ class VocalTask:
         are logged and swallowed (a transient poll failure never fails a wait), except a
         rejected API key, which no amount of waiting fixes, and "not found" for a task
         re-attached by id that was never seen: most likely a wrong id."""
-        if not self._client.can_poll:
+        if not self._source.can_poll:
             return
         if self._poll_lock is None:
             self._poll_lock = asyncio.Lock()
         async with self._poll_lock:
-            policy = self._client.poll_policy
             now = time.monotonic()
-            if self._last_poll is not None and now - self._last_poll < policy.min_interval:
+            if self._last_poll is not None and now - self._last_poll < self._policy.poll_floor:
                 return  # a poll just happened, perhaps another waiter's: it was applied
-            self._poll_interval = policy.next_interval(self._poll_interval)
+            self._poll_interval = self._policy.next_interval(self._poll_interval)
             try:
                 # One attempt: a failed poll is retried by the poll schedule itself, not
                 # by a burst of requests against an API that just said "slow down".

@@ -25,7 +25,8 @@ from typing import Any, TextIO
 import attrs
 import stamina.instrumentation
 
-from ._client import API_KEY_ENV, AddVocalsClient, RetryPolicy
+from ._client import AddVocalsClient
+from ._config import API_KEY_ENV, SECRET_ENV, PollPolicy, RetryPolicy
 from ._errors import (
     AddVocalsError,
     APIConnectionError,
@@ -35,10 +36,11 @@ from ._errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
-from ._models import Stage, TaskResult, Track, UncheckedModel
+from ._models import Stage, TaskResult, Track
 from ._providers import PROVIDERS
-from ._receiver import SECRET_ENV, CallbackReceiver
-from ._tasks import PollPolicy, VocalTask
+from ._receiver import CallbackReceiver
+from ._tasks import VocalTask
+from ._validation import UncheckedModel
 from ._version import __version__
 
 __all__ = ["main"]

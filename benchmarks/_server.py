@@ -17,10 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from addvocals_async import CallbackReceiver
+from addvocals_async import CallbackReceiver, TaskRegistry
 from addvocals_async._providers import get_provider
-from addvocals_async._tasks import TaskState
 
+from .pending_memory import register
 from .receiver_throughput import callback_body
 
 
@@ -40,12 +40,11 @@ async def main(kind: str, n: int, jobs_file: str) -> None:
     if kind == "receiver":
         receiver = CallbackReceiver(secret=secrets.token_bytes(32))
         await receiver.start()
-        profile = get_provider("apibox")
+        registry = TaskRegistry(receiver.backend, get_provider("apibox"))
         for _ in range(n):
             task_id = secrets.token_hex(16)
-            registration = receiver.register(TaskState(None, profile))
-            receiver.bind(registration, task_id)
-            jobs.append((registration.callback_url, callback_body(task_id)))
+            token = await register(receiver, registry, task_id)
+            jobs.append((f"{receiver.url}/cb/{token}", callback_body(task_id)))
     else:
         waiting: dict[str, asyncio.Future[Any]] = {}
 

@@ -3,7 +3,8 @@ dispatch stays O(1).
 
 The naive design gives every pending task a waiting ``asyncio.Task`` around a future (what
 ``asyncio.create_task(wait_for_callback(...))`` per submit amounts to). Ours holds a
-``TaskState`` and a registration: no task, no future, until somebody waits. Memory is
+``TaskState``, its registry entry and its seam subscription: no task, no future, until
+somebody waits. Memory is
 measured with tracemalloc in this process; dispatch time per callback is compared between
 1,000 and 100,000 registered tasks (the ratio should stay near 1).
 """
@@ -16,21 +17,21 @@ import json
 import secrets
 import time
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from addvocals_async import CallbackReceiver
+from addvocals_async import CallbackReceiver, TaskRegistry
 from addvocals_async._providers import get_provider
-from addvocals_async._tasks import TaskState
 
 GOAL_MEMORY_RATIO = 0.5
 GOAL_DISPATCH_RATIO = 2.0
 
 
-def _measure(build: Any) -> tuple[int, Any]:
+async def _measure(build: Callable[[], Awaitable[Any]]) -> tuple[int, Any]:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    kept = build()
+    kept = await build()
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
@@ -43,12 +44,12 @@ async def naive(n: int) -> int:
     async def wait_for_callback(future: asyncio.Future[None]) -> None:
         await future
 
-    def build() -> Any:
+    async def build() -> Any:
         futures = {secrets.token_hex(16): loop.create_future() for _ in range(n)}
         tasks = [asyncio.ensure_future(wait_for_callback(f)) for f in futures.values()]
         return futures, tasks
 
-    size, (futures, tasks) = _measure(build)
+    size, (futures, tasks) = await _measure(build)
     await asyncio.sleep(0)  # let every task start waiting
     for future in futures.values():
         future.set_result(None)
@@ -56,38 +57,42 @@ async def naive(n: int) -> int:
     return size
 
 
+async def register(rx: CallbackReceiver, registry: TaskRegistry, task_id: str) -> str:
+    """What a submit does at the receiver's side; returns the callback URL's token."""
+    fresh = rx.new_callback_url()
+    await registry.bind(registry.expect(fresh.ref), task_id)
+    return fresh.url.rsplit("/", 1)[1]
+
+
 async def ours(n: int) -> tuple[int, CallbackReceiver]:
-    profile = get_provider("apibox")
     rx = CallbackReceiver(public_url="https://hooks.example.org/addvocals",
                           secret=secrets.token_bytes(32))  # fmt: skip
+    registry = TaskRegistry(rx.backend, get_provider("apibox"))
 
-    def build() -> Any:
+    async def build() -> Any:
         for _ in range(n):
-            registration = rx.register(TaskState(None, profile))
-            rx.bind(registration, secrets.token_hex(16))
-        return None
+            await register(rx, registry, secrets.token_hex(16))
+        return registry
 
-    size, _ = _measure(build)
+    size, _ = await _measure(build)
     return size, rx
 
 
 async def dispatch_time(registered: int, sample: int = 1000) -> float:
     sample = min(sample, registered)
-    profile = get_provider("apibox")
     rx = CallbackReceiver(public_url="https://hooks.example.org/addvocals",
                           secret=secrets.token_bytes(32))  # fmt: skip
+    registry = TaskRegistry(rx.backend, get_provider("apibox"))
     targets = []
     for i in range(registered):
         task_id = secrets.token_hex(16)
-        registration = rx.register(TaskState(None, profile))
-        rx.bind(registration, task_id)
+        token = await register(rx, registry, task_id)
         if i < sample:
-            token = registration.callback_url.rsplit("/", 1)[1]
             text = {"code": 200, "msg": "ok", "data": {"callbackType": "text", "task_id": task_id}}
             targets.append((token, json.dumps(text).encode()))
     start = time.perf_counter()
     for token, body in targets:
-        rx.handle_token(token, {}, body)
+        await rx.handle_token(token, {}, body)
     elapsed = time.perf_counter() - start
     assert rx.stats.accepted == sample
     await rx.aclose()

@@ -33,7 +33,7 @@ from addvocals_async import (
     TaskTimeoutError,
     Track,
 )
-from addvocals_async._client import parse_retry_after
+from addvocals_async._http import parse_retry_after
 from addvocals_async.testing import Simulator
 
 SUBMIT = "/api/v1/generate/add-vocals"

@@ -26,8 +26,8 @@ from addvocals_async._convert import (
     snake_case,
     wire,
 )
-from addvocals_async._models import UncheckedModel
 from addvocals_async._providers import KNOWN_MODELS
+from addvocals_async._validation import UncheckedModel
 
 UTC = timezone.utc
 TASK = "4d8e0f3a91b27c65e0a4f1d9b3c87e52"

@@ -17,8 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-import stamina
 from aiohttp import web
+from helpers import registered
 
 from addvocals_async import (
     AddVocalsClient,
@@ -26,19 +26,21 @@ from addvocals_async import (
     APIError,
     CallbackEvent,
     CallbackReceiver,
+    Delivery,
+    DeliveryResult,
     InMemoryBackend,
     NotFoundError,
     PollPolicy,
     RetryPolicy,
     ServerError,
     Stage,
+    TaskRegistry,
     TaskTimeoutError,
     Track,
 )
-from addvocals_async._client import parse_retry_after
 from addvocals_async._convert import MAX_TRACKS, wire
+from addvocals_async._http import parse_retry_after
 from addvocals_async._providers import get_provider
-from addvocals_async._tasks import TaskState
 from addvocals_async.testing import Simulator
 
 SECRET = "hardening-secret-0123456789abcdef"
@@ -97,13 +99,10 @@ async def test_an_old_url_cannot_reach_another_registered_task() -> None:
     """A URL whose registration is gone (failed submit, restart, evicted memory) must not
     deliver to a task registered under its own URL."""
     receiver = CallbackReceiver(secret=SECRET, public_url="https://hooks.example.org/av")
-    profile = get_provider("apibox")
-    old = receiver.register(TaskState(None, profile))
-    receiver.unregister(old)  # e.g. the submit that made it raised
-    victim = TaskState(None, profile)
-    receiver.bind(receiver.register(victim), OTHER)
-    answer = receiver.handle_token(
-        token_of(old.callback_url), {}, json.dumps(callback(OTHER)).encode()
+    old = receiver.new_callback_url()  # registered nowhere: e.g. the submit that made it raised
+    victim, _ = await registered(receiver, OTHER)
+    answer = await receiver.handle_token(
+        token_of(old.url), {}, json.dumps(callback(OTHER)).encode()
     )
     assert answer.status == 403
     assert victim.stage is Stage.PENDING
@@ -113,17 +112,14 @@ async def test_an_old_url_cannot_reach_another_registered_task() -> None:
 
 async def test_a_reattached_task_keeps_to_the_first_url_that_reaches_it() -> None:
     receiver = CallbackReceiver(secret=SECRET, public_url="https://hooks.example.org/av")
-    profile = get_provider("apibox")
-    first_url = receiver.register(TaskState(None, profile))
-    other_url = receiver.register(TaskState(None, profile))
-    receiver.unregister(first_url)
-    receiver.unregister(other_url)  # as after a restart: no live registration for either
-    attached = TaskState(TASK, profile)
-    receiver.attach(attached)
+    # As after a restart: genuine URLs, no live registration for either.
+    first_url = receiver.new_callback_url()
+    other_url = receiver.new_callback_url()
+    attached = TaskRegistry(receiver.backend, get_provider("apibox")).attach(TASK)
     text = json.dumps(callback(TASK, "text")).encode()
-    assert receiver.handle_token(token_of(first_url.callback_url), {}, text).status == 200
+    assert (await receiver.handle_token(token_of(first_url.url), {}, text)).status == 200
     forged = json.dumps(callback(TASK, "complete")).encode()
-    assert receiver.handle_token(token_of(other_url.callback_url), {}, forged).status == 403
+    assert (await receiver.handle_token(token_of(other_url.url), {}, forged)).status == 403
     assert attached.stage is Stage.TEXT
     await receiver.aclose()
 
@@ -185,19 +181,19 @@ async def test_an_odd_retry_after_on_a_created_task_keeps_its_id(
     assert task.task_id == TASK
 
 
-async def test_maybe_submitted_holds_with_stamina_switched_off() -> None:
+async def test_maybe_submitted_holds_with_a_single_attempt() -> None:
+    """Decided where the error is made, not by the retry loop a single attempt skips."""
     async with Simulator(speed=1000, seed=0) as sim:
         sim.script("server_error_after_create")
-        stamina.set_active(False)
-        try:
-            client = AddVocalsClient(
-                sim.api_key, base_url=sim.base_url, callback_url="https://h.example.org/c"
-            )
-            async with client:
-                with pytest.raises(ServerError) as caught:
-                    await client.add_vocals(**REQUEST)
-        finally:
-            stamina.set_active(True)
+        client = AddVocalsClient(
+            sim.api_key,
+            base_url=sim.base_url,
+            callback_url="https://h.example.org/c",
+            retry=RetryPolicy(attempts=1),
+        )
+        async with client:
+            with pytest.raises(ServerError) as caught:
+                await client.add_vocals(**REQUEST)
     assert caught.value.maybe_submitted is True
 
 
@@ -309,12 +305,23 @@ def test_a_callback_keeps_at_most_a_few_tracks() -> None:
     assert len(event.tracks) == MAX_TRACKS
 
 
-def test_orphans_keep_one_event_of_each_type() -> None:
+async def test_orphans_keep_one_event_of_each_type() -> None:
     backend = InMemoryBackend()
     for _ in range(10):
         event = CallbackEvent(task_id=TASK, callback_type="text", code=200)
-        backend.deliver("some-ref", event)
-    assert [e.callback_type for e in backend._orphans[TASK]] == ["text"]
+        assert await backend.publish(Delivery("some-ref", event)) is DeliveryResult.ORPHANED
+    replayed: list[Delivery] = []
+
+    class Collect:
+        def deliver(self, delivery: Delivery) -> DeliveryResult:
+            replayed.append(delivery)
+            return DeliveryResult.ACCEPTED
+
+        def seam_closed(self) -> None:
+            pass
+
+    backend.subscribe(Collect(), task_id=TASK)
+    assert [d.event.callback_type for d in replayed] == ["text"]
 
 
 def test_nested_values_read_as_empty_text_and_never_break_a_read() -> None:
@@ -330,17 +337,15 @@ def test_nested_values_read_as_empty_text_and_never_break_a_read() -> None:
 
 
 async def test_registrations_silent_past_their_ttl_are_dropped() -> None:
-    backend = InMemoryBackend(ttl=0.05)
+    backend = InMemoryBackend()
     receiver = CallbackReceiver(secret=SECRET, public_url="https://h.example.org/av",
                                 backend=backend)  # fmt: skip
-    profile = get_provider("apibox")
-    lost = [TaskState(None, profile) for _ in range(5)]
-    for state in lost:
-        receiver.register(state)
+    registry = TaskRegistry(backend, get_provider("apibox"), ttl=0.05)
+    lost = [(await registered(receiver, registry=registry))[0] for _ in range(5)]
     await asyncio.sleep(0.1)
-    fresh = TaskState(None, profile)
-    receiver.register(fresh)  # registering sweeps the oldest expired ones
+    fresh, _ = await registered(receiver, registry=registry)  # sweeps the expired ones
     assert len(backend) == 1
+    assert len(registry) == 1
     assert all(not state.callbacks_expected for state in lost)  # their waiters poll instead
     assert fresh.callbacks_expected
     await receiver.aclose()
@@ -388,22 +393,3 @@ async def test_downloads_check_plain_lengths_only_and_refuse_error_pages(
         with pytest.raises(APIError, match="text/html"):
             await client.download(Track(id="html", audio_url=f"{base}/html.mp3"), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gz.mp3"]
-
-
-# ---------------------------------------------------------------- the synchronous entry point
-
-
-def test_handle_token_off_the_event_loop_refuses_before_applying_anything() -> None:
-    async def setup() -> tuple[CallbackReceiver, TaskState, str]:
-        receiver = CallbackReceiver(secret=SECRET, public_url="https://h.example.org/av",
-                                    on_event=lambda event: None)  # fmt: skip
-        state = TaskState(None, get_provider("apibox"))
-        registration = receiver.register(state)
-        receiver.bind(registration, TASK)
-        return receiver, state, token_of(registration.callback_url)
-
-    receiver, state, token = asyncio.run(setup())
-    with pytest.raises(RuntimeError):
-        receiver.handle_token(token, {}, json.dumps(callback(TASK, "text")).encode())
-    assert state.stage is Stage.PENDING
-    assert receiver.stats.accepted == 0

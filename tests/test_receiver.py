@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from helpers import registered
 
 from addvocals_async import (
     RECEIVER_KEY,
@@ -35,11 +36,11 @@ from addvocals_async import (
     RetryPolicy,
     Stage,
     TaskFailedError,
+    TaskRegistry,
     TaskResult,
     VocalTask,
 )
 from addvocals_async._providers import get_provider
-from addvocals_async._tasks import TaskState
 from addvocals_async.testing import SimTask, Simulator
 
 SECRET = "receiver-secret-for-tests-0123456789"
@@ -744,8 +745,8 @@ async def test_handle_direct_calls() -> None:
     # The token is checked before the size: a forged URL learns nothing about limits.
     forged_big = await receiver.handle("/av/cb/abc.def", {}, b" " * 513)
     assert forged_big.status == 403
-    genuine = receiver.register(TaskState(None, get_provider("apibox")))
-    path = "/av/cb/" + genuine.callback_url.rsplit("/", 1)[1]
+    genuine = receiver.new_callback_url()
+    path = "/av/cb/" + genuine.url.rsplit("/", 1)[1]
     too_big = await receiver.handle(path, {}, b" " * 513)
     assert too_big.status == 413
     assert (
@@ -860,27 +861,25 @@ async def test_a_hundred_thousand_finished_tasks_leave_nothing_behind() -> None:
     receiver = CallbackReceiver(secret=SECRET, public_url="https://hooks.example.org/av")
     backend = receiver.backend
     assert isinstance(backend, InMemoryBackend)
-    profile = get_provider("apibox")
+    registry = TaskRegistry(backend, get_provider("apibox"))
     template = '{"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "%s"}}'
     jobs = []
     for i in range(n):
         task_id = f"{i:032x}"
-        registration = receiver.register(TaskState(None, profile))
-        receiver.bind(registration, task_id)
-        token = registration.callback_url.rsplit("/", 1)[1]
-        jobs.append((token, (template % task_id).encode()))
-    assert len(backend) == n
+        _, url = await registered(receiver, task_id, registry=registry)
+        jobs.append((url.rsplit("/", 1)[1], (template % task_id).encode()))
+    assert len(backend) == len(registry) == n
     for token, body in jobs:
-        assert receiver.handle_token(token, {}, body).status == 200
-    assert len(backend) == 0
+        assert (await receiver.handle_token(token, {}, body)).status == 200
+    assert len(backend) == len(registry) == 0
     for token, body in jobs[-100:]:  # late duplicates
-        assert receiver.handle_token(token, {}, body).status == 200
+        assert (await receiver.handle_token(token, {}, body)).status == 200
     assert receiver.stats.accepted == n
     assert receiver.stats.ignored == 100
     assert receiver.stats.orphaned == 0
     assert len(backend) == 0
-    for remembered in (backend._ref_task, backend._orphans, backend._finished):
-        assert len(remembered) <= remembered.limit
+    for remembered in (backend._claims, backend._kept, backend._finished):
+        assert len(remembered) <= 2 * 4096
     await receiver.aclose()
 
 
@@ -888,9 +887,7 @@ async def test_a_callback_in_flight_when_the_receiver_closes_still_lands() -> No
     """Shutdown lets requests already being received finish (within shutdown_timeout)."""
     receiver = CallbackReceiver(secret=SECRET, shutdown_timeout=5.0)
     await receiver.start()
-    state = TaskState(None, get_provider("apibox"))
-    registration = receiver.register(state)
-    receiver.bind(registration, "f" * 32)
+    state, callback_url = await registered(receiver, "f" * 32)
     body = json.dumps(
         {"code": 200, "msg": "ok", "data": {"callbackType": "text", "task_id": "f" * 32}}
     ).encode()
@@ -903,7 +900,7 @@ async def test_a_callback_in_flight_when_the_receiver_closes_still_lands() -> No
         yield body[10:]
 
     async with aiohttp.ClientSession() as session:
-        sending = asyncio.ensure_future(session.post(registration.callback_url, data=slowly()))
+        sending = asyncio.ensure_future(session.post(callback_url, data=slowly()))
         await first_chunk_sent.wait()
         await asyncio.sleep(0.05)
         await receiver.aclose()  # begins while the body is still arriving

@@ -25,7 +25,6 @@ import pytest
 import yarl
 
 from addvocals_async import (
-    PROVIDERS,
     AddVocalsClient,
     AddVocalsError,
     AuthenticationError,
@@ -42,7 +41,6 @@ from addvocals_async import (
     verify_signature,
 )
 from addvocals_async._signing import Secret
-from addvocals_async._tasks import TaskState
 from addvocals_async.testing import Simulator, StageTimes
 from addvocals_async.testing import sign_webhook as simulator_sign
 
@@ -161,7 +159,7 @@ async def test_forged_tokens_are_refused_and_disturb_nothing() -> None:
         other_secret = CallbackReceiver(
             secret="another-receiver-secret-000000", public_url="http://127.0.0.1:1/addvocals"
         )
-        foreign = token_of(other_secret.register(TaskState(None, env.client.profile)).callback_url)
+        foreign = token_of(other_secret.new_callback_url().url)
         random_mac = b64url(secrets.token_bytes(16))
         forged = {
             "random ref and mac": f"{b64url(secrets.token_bytes(16))}.{random_mac}",
@@ -404,8 +402,7 @@ async def test_receiver_window_is_two_sided() -> None:
     receiver = CallbackReceiver(
         secret=SECRET, public_url="https://hooks.example.org/av", webhook_hmac_key=HMAC_KEY
     )
-    state = TaskState(None, PROVIDERS["kie"])
-    path = yarl.URL(receiver.register(state).callback_url).path
+    path = yarl.URL(receiver.new_callback_url().url).path
     task_id = "4d8e0f3a91b27c65e0a4f1d9b3c87e52"
     body = json.dumps(
         {"code": 200, "msg": "", "data": {"callbackType": "progress", "task_id": task_id}}

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from addvocals_async import (
-    AddVocalsClient,
     CallbackEvent,
     PollPolicy,
     Stage,
@@ -145,20 +144,26 @@ def test_a_callback_before_the_task_id_is_known_binds_it() -> None:
     assert not state.apply(CallbackEvent(task_id=OTHER, callback_type="first", code=200))
 
 
-async def _closed_client() -> AddVocalsClient:
-    """A real client that can no longer poll: waits then depend on callbacks alone."""
-    client = AddVocalsClient("test-key", poll=PollPolicy(default_timeout=5.0))
-    await client.aclose()
-    return client
+class NoPolling:
+    """A details source that can no longer be asked (like a closed client's): the waits
+    below are fed by ``state.apply`` alone."""
+
+    can_poll = False
+
+    async def details(self, task_id: str, *, attempts: int | None = None) -> TaskDetails:
+        raise AssertionError(f"task {task_id} polled, yet polling is impossible")
+
+
+def vocal_task(state: TaskState) -> VocalTask:
+    return VocalTask(state, NoPolling(), PollPolicy(default_timeout=5.0))
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(events, max_size=8), st.sampled_from(["complete", "error"]))
 def test_no_waiter_hangs_once_the_task_ends(sequence: list[CallbackEvent], end: str) -> None:
     async def scenario() -> None:
-        client = await _closed_client()
         state = TaskState(TASK, APIBOX, callbacks_expected=True)
-        task = VocalTask(client, state)
+        task = vocal_task(state)
         waiters = [
             asyncio.ensure_future(wait(timeout=2.0))
             for wait in (task.text, task.first, task.complete)
@@ -191,9 +196,8 @@ def test_no_waiter_hangs_once_the_task_ends(sequence: list[CallbackEvent], end: 
 
 
 async def test_a_wait_without_callbacks_times_out_with_the_stage_named() -> None:
-    client = await _closed_client()
     state = TaskState(TASK, APIBOX, callbacks_expected=True)
-    task = VocalTask(client, state)
+    task = vocal_task(state)
     state.apply(CallbackEvent(task_id=TASK, callback_type="text", code=200))
     assert (await task.text(timeout=0.05)).stage is Stage.TEXT
     with pytest.raises(TaskTimeoutError) as caught:
@@ -204,9 +208,8 @@ async def test_a_wait_without_callbacks_times_out_with_the_stage_named() -> None
 
 
 async def test_a_later_stage_resolves_earlier_waiters_with_its_data() -> None:
-    client = await _closed_client()
     state = TaskState(TASK, APIBOX, callbacks_expected=True)
-    task = VocalTask(client, state)
+    task = vocal_task(state)
     text_wait = asyncio.ensure_future(task.text(timeout=2))
     await asyncio.sleep(0)
     track = Track(id="t1", audio_url="https://files.example.org/t1.mp3")
@@ -220,9 +223,8 @@ async def test_a_later_stage_resolves_earlier_waiters_with_its_data() -> None:
 async def test_waiters_fail_when_neither_callbacks_nor_polling_can_come() -> None:
     from addvocals_async import ReceiverClosedError
 
-    client = await _closed_client()
     state = TaskState(TASK, APIBOX, callbacks_expected=True)
-    task = VocalTask(client, state)
+    task = vocal_task(state)
     wait = asyncio.ensure_future(task.complete(timeout=5))
     await asyncio.sleep(0.01)
     state.stop_expecting_callbacks()

@@ -1,0 +1,197 @@
+"""The live tasks of one client, fed by the delivery seam.
+
+A ``TaskRegistry`` holds the ``TaskState`` of every task this client awaits and is the
+seam's subscriber for them: a submit in flight is known by the reference of the callback
+URL it sent (its callbacks may beat the answer), a submitted or re-attached task by its
+id. It forgets a task when it ends, tells its terminal listeners (a list: the pending
+store, metrics, …), and sweeps tasks nobody has heard of for ``ttl`` seconds, whose
+waiters, if any, go on by polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ._delivery import Delivery, DeliveryBackend, DeliveryResult
+from ._providers import ProviderProfile
+from ._tasks import TaskState
+
+__all__ = ["TaskRegistry", "TerminalListener"]
+
+log = logging.getLogger("addvocals_async.tasks")
+
+TerminalListener = Callable[[TaskState], None]
+"""Called once with a task's state when it completes or fails."""
+
+DEFAULT_TTL = 6 * 3600.0
+
+
+class TaskRegistry:
+    """Per-process bookkeeping of awaited tasks; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: DeliveryBackend | None,
+        profile: ProviderProfile,
+        *,
+        ttl: float = DEFAULT_TTL,
+    ) -> None:
+        self._backend = backend
+        self._profile = profile
+        self.ttl = ttl
+        self._by_task: dict[str, TaskState] = {}
+        self._by_ref: dict[str, TaskState] = {}  # submits whose answer has not come back
+        self.terminal_listeners: list[TerminalListener] = []
+        self._on_terminal = self._finished  # bound once, shared by every task
+        self._seam_open = backend is not None
+        self._next_sweep = time.monotonic() + ttl / 8
+
+    def __len__(self) -> int:
+        """How many tasks are awaited here (0 once all have ended)."""
+        return len(self._by_task) + len(self._by_ref)
+
+    def __repr__(self) -> str:
+        return f"TaskRegistry(tasks={len(self)})"
+
+    @property
+    def receives_callbacks(self) -> bool:
+        return self._seam_open
+
+    # ---------------------------------------------------------------- tracking
+
+    def expect(self, ref: str) -> TaskState:
+        """A state for a submit about to be sent with callback URL ``ref``: its callbacks
+        reach it from now on, even before the submit returns."""
+        self._maybe_sweep()
+        state = TaskState(None, self._profile, callbacks_expected=self._seam_open)
+        state.ref = ref
+        if self._backend is not None and self._seam_open:
+            self._by_ref[ref] = state
+            state.on_terminal(self._on_terminal)
+            self._backend.subscribe(self, ref=ref)
+        return state
+
+    async def bind(self, state: TaskState, task_id: str) -> TaskState:
+        """The submit answered ``task_id``: route by id from now on. The answer is
+        authoritative over an early callback that named another task; that callback's
+        state is then set aside and a fresh one returned."""
+        ref = state.ref
+        if state.task_id is not None and state.task_id != task_id:
+            log.warning(
+                "a callback for task %s reached the URL of task %s before its submit "
+                "returned; it was set aside",
+                state.task_id,
+                task_id,
+            )
+            self.abandon(state)
+            state = TaskState(task_id, self._profile, callbacks_expected=self._seam_open)
+            state.ref = ref
+        state.task_id = task_id
+        backend = self._backend
+        if backend is None or ref is None or not self._seam_open:
+            return state
+        await backend.claim(ref, task_id, authoritative=True)
+        if not self.receives_callbacks:  # the seam closed while the claim was on its way
+            return state
+        if not state.stage.is_terminal:
+            # Subscribed by id before the URL's subscription ends: nothing falls between.
+            self._by_task[task_id] = state
+            state.on_terminal(self._on_terminal)
+            backend.subscribe(self, task_id=task_id)
+        if self._by_ref.get(ref) is state:
+            del self._by_ref[ref]
+            backend.unsubscribe(self, ref=ref)
+        return state
+
+    def abandon(self, state: TaskState) -> None:
+        """The submit failed: stop routing its URL's callbacks here."""
+        ref = state.ref
+        if ref is not None and self._by_ref.get(ref) is state:
+            del self._by_ref[ref]
+            state.on_terminal(None)
+            if self._backend is not None:
+                self._backend.unsubscribe(self, ref=ref)
+
+    def attach(self, task_id: str) -> TaskState:
+        """The state of a task submitted earlier (another process, before a restart), to
+        which callbacks naming it are routed. One state per task id."""
+        self._maybe_sweep()
+        state = self._by_task.get(task_id)
+        if state is not None:
+            return state
+        state = TaskState(task_id, self._profile, callbacks_expected=self._seam_open)
+        if self._backend is not None and self._seam_open:
+            self._by_task[task_id] = state
+            state.on_terminal(self._on_terminal)
+            self._backend.subscribe(self, task_id=task_id)
+        return state
+
+    # ---------------------------------------------------------------- the seam's side
+
+    def deliver(self, delivery: Delivery) -> DeliveryResult:
+        event = delivery.event
+        state = self._by_task.get(event.task_id)
+        if state is None:
+            state = self._by_ref.get(delivery.ref)
+        if state is None:
+            return DeliveryResult.IGNORED
+        if state.ref is None:
+            state.ref = delivery.ref  # a re-attached task: this URL is now its own
+        elif state.ref != delivery.ref:
+            return DeliveryResult.MISMATCH  # another task's URL, even an old one
+        return DeliveryResult.ACCEPTED if state.apply(event) else DeliveryResult.IGNORED
+
+    def seam_closed(self) -> None:
+        self._seam_open = False
+        states = {*self._by_task.values(), *self._by_ref.values()}
+        self._by_task.clear()
+        self._by_ref.clear()
+        for state in states:
+            state.on_terminal(None)
+            state.stop_expecting_callbacks()
+
+    # ---------------------------------------------------------------- clean-up
+
+    def _finished(self, state: TaskState) -> None:
+        self._forget(state)
+        for listener in self.terminal_listeners:
+            try:
+                listener(state)
+            except Exception:
+                log.exception("a terminal listener failed for task %s", state.task_id)
+
+    def _forget(self, state: TaskState) -> None:
+        backend = self._backend
+        task_id, ref = state.task_id, state.ref
+        if task_id is not None and self._by_task.get(task_id) is state:
+            del self._by_task[task_id]
+            if backend is not None:
+                backend.unsubscribe(self, task_id=task_id)
+        if ref is not None and self._by_ref.get(ref) is state:
+            del self._by_ref[ref]
+            if backend is not None:
+                backend.unsubscribe(self, ref=ref)
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.ttl / 8
+            self.sweep(now=now)
+
+    def sweep(self, *, now: float | None = None) -> int:
+        """Forget every task silent for longer than ``ttl``; its waiters go on by polling.
+        Returns how many were forgotten. Runs by itself every ``ttl / 8`` as tasks come."""
+        limit = (time.monotonic() if now is None else now) - self.ttl
+        stale = [
+            state
+            for table in (self._by_task, self._by_ref)
+            for state in table.values()
+            if state.last_activity < limit
+        ]
+        for state in stale:
+            state.on_terminal(None)
+            self._forget(state)
+            state.stop_expecting_callbacks()
+        return len(stale)

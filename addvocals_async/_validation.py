@@ -1,0 +1,175 @@
+"""Every rule a request must meet before anything is sent, in one place.
+
+``validate_request`` runs when an ``AddVocalsRequest`` is built: required fields, absolute
+http(s) URLs, weights in [0, 1] on the 0.01 grid, the enums, and the length limits of
+the model's row (the same on every provider). ``check_provider_lengths`` adds what a
+provider caps lower (kie: titles at 80), once, at submit. ``require_url`` is the one
+"absolute http(s) URL" check of the package.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Protocol
+
+import yarl
+
+from ._errors import RequestValidationError
+from ._providers import KNOWN_MODELS, Field, LengthLimits, ProviderProfile, limits_for
+
+__all__ = [
+    "UncheckedModel",
+    "check_provider_lengths",
+    "require_text",
+    "require_url",
+    "validate_request",
+]
+
+
+class UncheckedModel(str):
+    """A ``model`` value newer than this release, passed on as it is.
+
+    ``model="V7"`` is rejected as unknown (a typo costs a credit); ``model=UncheckedModel("V7")``
+    says you mean it. Length limits then follow the row shared by V4_5 and later models.
+    """
+
+    __slots__ = ()
+
+
+class RequestFields(Protocol):
+    """The fields of an add-vocals request that the rules read."""
+
+    @property
+    def upload_url(self) -> str: ...
+    @property
+    def callback_url(self) -> str | None: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def style(self) -> str: ...
+    @property
+    def negative_tags(self) -> str: ...
+    @property
+    def lyrics(self) -> str | None: ...
+    @property
+    def vocal_gender(self) -> str | None: ...
+    @property
+    def style_weight(self) -> float | None: ...
+    @property
+    def weirdness_constraint(self) -> float | None: ...
+    @property
+    def audio_weight(self) -> float | None: ...
+    @property
+    def variety(self) -> int | None: ...
+    @property
+    def model(self) -> str | None: ...
+
+
+def require_text(field: str, value: object) -> None:
+    """A required, non-empty string."""
+    if value is None:
+        raise RequestValidationError(field, value, "is required")
+    if not isinstance(value, str):
+        raise RequestValidationError(field, value, f"must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise RequestValidationError(field, value, "is required and must not be empty")
+
+
+def require_url(field: str, value: object) -> yarl.URL:
+    """An absolute ``http://`` or ``https://`` URL with a host; returns it parsed."""
+    require_text(field, value)
+    assert isinstance(value, str)
+    if value != value.strip():
+        raise RequestValidationError(field, value, "must not start or end with white space")
+    try:
+        url = yarl.URL(value)
+    except (ValueError, TypeError):
+        raise RequestValidationError(field, value, "is not a valid URL") from None
+    if url.scheme not in ("http", "https") or not url.is_absolute() or not url.host:
+        raise RequestValidationError(field, value, "must be an absolute http:// or https:// URL")
+    return url
+
+
+def _check_weight(field: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise RequestValidationError(field, value, "must be a number between 0 and 1")
+    x = float(value)
+    if not math.isfinite(x):
+        raise RequestValidationError(field, value, "must be a finite number between 0 and 1")
+    if not 0.0 <= x <= 1.0:
+        raise RequestValidationError(field, value, "must be between 0 and 1 inclusive")
+    # 0.57 is not exactly 57/100 in binary: compare on the grid with a tolerance.
+    if abs(x * 100 - round(x * 100)) >= 1e-9:
+        raise RequestValidationError(
+            field, value, "must be a multiple of 0.01 (two decimal places, e.g. 0.61)"
+        )
+
+
+def _check_length(field: str, value: str | None, limit: int, model: str | None) -> None:
+    if value is not None and len(value) > limit:
+        which = f"model {model}" if model else "the default model"
+        raise RequestValidationError(
+            field, value, f"is {len(value)} characters; at most {limit} are allowed for {which}"
+        )
+
+
+def _check_lengths(request: RequestFields, limits: LengthLimits) -> None:
+    model = request.model
+    _check_length("prompt", request.prompt, limits.limit(Field.PROMPT), model)
+    _check_length("lyrics", request.lyrics, limits.limit(Field.PROMPT), model)
+    _check_length("style", request.style, limits.limit(Field.STYLE), model)
+    _check_length("title", request.title, limits.limit(Field.TITLE), model)
+    _check_length("negative_tags", request.negative_tags, limits.limit(Field.NEGATIVE_TAGS), model)
+
+
+def _check_model(model: str | None) -> None:
+    if isinstance(model, UncheckedModel):
+        if not model.strip():
+            raise RequestValidationError("model", model, "UncheckedModel needs a model name")
+        return
+    if model is not None and model not in KNOWN_MODELS:
+        raise RequestValidationError(
+            "model",
+            model,
+            f"is not a known model ({', '.join(KNOWN_MODELS)}); "
+            "wrap a newer one as UncheckedModel(...) to send it anyway",
+        )
+
+
+def validate_request(request: RequestFields) -> None:
+    """Raise ``RequestValidationError`` for the first rule ``request`` breaks."""
+    require_url("upload_url", request.upload_url)
+    if request.callback_url is not None:
+        require_url("callback_url", request.callback_url)
+    for name in ("prompt", "title", "style", "negative_tags"):
+        require_text(name, getattr(request, name))
+    if request.lyrics is not None:
+        require_text("lyrics", request.lyrics)
+    if request.vocal_gender is not None and request.vocal_gender not in ("m", "f"):
+        raise RequestValidationError(
+            "vocal_gender", request.vocal_gender, "must be 'm' or 'f' (or left out)"
+        )
+    for name in ("style_weight", "weirdness_constraint", "audio_weight"):
+        _check_weight(name, getattr(request, name))
+    variety = request.variety
+    if variety is not None and (
+        isinstance(variety, bool) or not isinstance(variety, int) or not 0 <= variety <= 4
+    ):
+        raise RequestValidationError(
+            "variety", variety, "must be a whole number from 0 (off) to 4 (max)"
+        )
+    _check_model(request.model)
+    _check_lengths(request, limits_for(request.model))
+
+
+def check_provider_lengths(request: RequestFields, profile: ProviderProfile) -> None:
+    """The lengths ``profile`` caps lower than the model's row (kie: titles at 80).
+    Nothing to do, and nothing done, for a provider that adds no cap of its own."""
+    limits = profile.limits(request.model)
+    if limits != limits_for(request.model):
+        _check_lengths(request, limits)
