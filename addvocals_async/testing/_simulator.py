@@ -56,7 +56,7 @@ from ._wire import (
     dialect_for,
     envelope,
     format_create_time,
-    sign,
+    oracle_signature,
     validate_submit,
 )
 
@@ -769,7 +769,7 @@ class Simulator:
             key = key + b"-not-the-account-key"
         return {
             "X-Webhook-Timestamp": str(timestamp),
-            "X-Webhook-Signature": sign(key, task.task_id, timestamp),
+            "X-Webhook-Signature": oracle_signature(key, task.task_id, timestamp),
         }
 
     async def _deliver(self, task: SimTask, callback_type: str) -> None:
