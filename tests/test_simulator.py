@@ -6,6 +6,7 @@ started here, so these tests check the wire itself and depend on nothing else in
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import gc
@@ -1155,6 +1156,33 @@ async def test_standalone_process_serves_a_real_client(http: aiohttp.ClientSessi
         _, stderr = await asyncio.wait_for(process.communicate(), 10)
     assert process.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr
+
+
+async def test_command_checks_scenario_and_speed_before_serving() -> None:
+    """The one simulator command line: every option on one parser, bad values refused
+    before anything is bound, as a usage error the caller reports in its own way."""
+    from addvocals_async.testing._command import configure_parser, run
+
+    parser = argparse.ArgumentParser(prog="sim")
+    configure_parser(parser)
+    assert "lost_all" in parser.format_help()  # --scenario's help lists the names
+    args = parser.parse_args(["--port", "0"])
+    assert (args.api_key, args.speed, args.scenario, args.allow_remote_callbacks) == (
+        "sim-key",
+        60.0,
+        "normal",
+        False,
+    )
+    out = io.StringIO()
+    for argv, needles in (
+        (["--scenario", "bogus"], ("--scenario", "bogus", "lost_all")),
+        (["--speed", "0"], ("--speed",)),
+    ):
+        with pytest.raises(argparse.ArgumentError) as refused:
+            await run(parser.parse_args(["--port", "0", *argv]), out)
+        for needle in needles:
+            assert needle in str(refused.value)
+    assert out.getvalue() == ""
 
 
 def test_recorded_types_are_plain_records() -> None:
