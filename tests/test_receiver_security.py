@@ -1,7 +1,7 @@
 """What the receiver refuses, and that a refusal never touches a task.
 
 Forged and guessed URL tokens, a genuine body sent to another task's URL, oversized and
-malformed bodies, kie's webhook signatures (the §6 test vector, the two-sided window,
+malformed bodies, kie's webhook signatures (the documented test vector, the two-sided window,
 case-insensitive headers) and, across a whole run, that no secret ever shows in a repr,
 an error message or a log line.
 """
@@ -41,8 +41,7 @@ from addvocals_async import (
     verify_signature,
 )
 from addvocals_async._signing import Secret
-from addvocals_async.testing import Simulator, StageTimes
-from addvocals_async.testing import sign_webhook as simulator_sign
+from addvocals_async.testing import Simulator, StageTimes, oracle_signature
 
 SECRET = "receiver-secret-for-security-tests-42"
 REQUEST: dict[str, Any] = {
@@ -58,7 +57,7 @@ SLOW = StageTimes(text=300.0, first=400.0, complete=500.0)
 QUICK_RETRIES = (20.0, 40.0, 60.0)
 GENUINE_EVENTS = [("text", "callback"), ("first", "callback"), ("complete", "callback")]
 
-# API-SPEC §6 test vector.
+# kie's documented signature test vector.
 VECTOR_KEY = "sim-webhook-key-7Qx2"
 VECTOR_TASK = "4d8e0f3a91b27c65e0a4f1d9b3c87e52"
 VECTOR_TS = 1767268800
@@ -437,7 +436,7 @@ def test_spec_test_vector() -> None:
     assert sign_webhook(VECTOR_TASK, VECTOR_TS, VECTOR_KEY) == VECTOR_SIG
     assert sign_webhook(VECTOR_TASK, VECTOR_TS + 1, VECTOR_KEY) == VECTOR_SIG_NEXT
     # The simulator's own implementation agrees.
-    assert simulator_sign(VECTOR_KEY.encode(), VECTOR_TASK, VECTOR_TS) == VECTOR_SIG
+    assert oracle_signature(VECTOR_KEY.encode(), VECTOR_TASK, VECTOR_TS) == VECTOR_SIG
     for key in (VECTOR_KEY, VECTOR_KEY.encode(), Secret(VECTOR_KEY)):
         verify_signature(VECTOR_TASK, vector_headers(), key, now=VECTOR_TS)
         verify_signature(VECTOR_BODY, vector_headers(), key, now=VECTOR_TS)

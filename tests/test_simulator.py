@@ -6,6 +6,7 @@ started here, so these tests check the wire itself and depend on nothing else in
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import gc
@@ -206,7 +207,7 @@ def check_callback_track(track: Mapping[str, Any], *, partial: bool, sources: bo
 
 
 def check_callback(body: Mapping[str, Any], task_id: str, *, sources: bool) -> None:
-    """A callback body has the §4.3 shape for its type."""
+    """A callback body has the documented shape for its type."""
     assert set(body) == {"code", "msg", "data"}
     data = body["data"]
     assert data["task_id"] == task_id
@@ -228,7 +229,7 @@ def check_callback(body: Mapping[str, Any], task_id: str, *, sources: bool) -> N
 
 
 def check_details(answer: Mapping[str, Any], task_id: str, request: Mapping[str, Any]) -> None:
-    """record-info has the §5 shape: camelCase tracks, ``param`` a JSON string."""
+    """record-info has the documented shape: camelCase tracks, ``param`` a JSON string."""
     assert answer["code"] == 200
     data = answer["data"]
     assert data["taskId"] == task_id
@@ -268,8 +269,9 @@ def mp3_frame_count(data: bytes) -> int:
 def verify_kie_signature(
     headers: Mapping[str, str], body: Mapping[str, Any], key: bytes, *, now: float
 ) -> bool:
-    """§6, written from the spec: case-insensitive headers, a ±300 s window, HMAC-SHA256
-    over ``taskId + "." + timestamp``, Base64, compared in constant time."""
+    """kie's callback signature check, written from the docs: case-insensitive headers, a
+    ±300 s window, HMAC-SHA256 over ``taskId + "." + timestamp``, Base64, compared in
+    constant time."""
     lowered = {k.lower(): v for k, v in headers.items()}
     timestamp, signature = lowered.get("x-webhook-timestamp"), lowered.get("x-webhook-signature")
     if timestamp is None or signature is None:
@@ -546,7 +548,8 @@ async def test_non_loopback_callbacks_are_not_sent(http: aiohttp.ClientSession) 
 
 
 def test_the_spec_signature_vector() -> None:
-    """Our verifier reproduces §6's vector, so the signing tests below mean something."""
+    """Our verifier reproduces kie's documented signature vector, so the signing tests
+    below mean something."""
     key = b"sim-webhook-key-7Qx2"
     body = {"data": {"callbackType": "text", "task_id": "4d8e0f3a91b27c65e0a4f1d9b3c87e52"}}
     good = {
@@ -1050,11 +1053,11 @@ def test_public_surface() -> None:
         "SimTrack",
         "Simulator",
         "StageTimes",
+        "oracle_signature",
         "serve_forever",
-        "sign_webhook",
     }
     assert (
-        testing.sign_webhook(
+        testing.oracle_signature(
             b"sim-webhook-key-7Qx2", "4d8e0f3a91b27c65e0a4f1d9b3c87e52", 1767268800
         )
         == "ZXCU94ahKyxK45GanYvklThR9geENSXhlBmTepGFjV4="
@@ -1153,6 +1156,33 @@ async def test_standalone_process_serves_a_real_client(http: aiohttp.ClientSessi
         _, stderr = await asyncio.wait_for(process.communicate(), 10)
     assert process.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr
+
+
+async def test_command_checks_scenario_and_speed_before_serving() -> None:
+    """The one simulator command line: every option on one parser, bad values refused
+    before anything is bound, as a usage error the caller reports in its own way."""
+    from addvocals_async.testing._command import configure_parser, run
+
+    parser = argparse.ArgumentParser(prog="sim")
+    configure_parser(parser)
+    assert "lost_all" in parser.format_help()  # --scenario's help lists the names
+    args = parser.parse_args(["--port", "0"])
+    assert (args.api_key, args.speed, args.scenario, args.allow_remote_callbacks) == (
+        "sim-key",
+        60.0,
+        "normal",
+        False,
+    )
+    out = io.StringIO()
+    for argv, needles in (
+        (["--scenario", "bogus"], ("--scenario", "bogus", "lost_all")),
+        (["--speed", "0"], ("--speed",)),
+    ):
+        with pytest.raises(argparse.ArgumentError) as refused:
+            await run(parser.parse_args(["--port", "0", *argv]), out)
+        for needle in needles:
+            assert needle in str(refused.value)
+    assert out.getvalue() == ""
 
 
 def test_recorded_types_are_plain_records() -> None:

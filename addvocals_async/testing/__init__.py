@@ -19,7 +19,7 @@ addvocals_async.testing`` runs one standalone for any client written for the rea
 from ._records import Delivery, RecordedRequest, SimTask, SimTrack
 from ._scenarios import SCENARIOS, StageTimes
 from ._simulator import Simulator, serve_forever
-from ._wire import sign as sign_webhook
+from ._wire import oracle_signature
 
 __all__ = [
     "SCENARIOS",
@@ -29,6 +29,6 @@ __all__ = [
     "SimTrack",
     "Simulator",
     "StageTimes",
+    "oracle_signature",
     "serve_forever",
-    "sign_webhook",
 ]

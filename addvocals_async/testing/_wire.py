@@ -2,8 +2,9 @@
 
 This module deliberately shares nothing with the SDK's converter. If both sides were built
 from one table of names, a wrong name would round-trip perfectly and every test would pass;
-writing the simulator's JSON out by hand, field by field as API-SPEC §4-§5 show it, is what
-lets the simulator catch a parser that reads the wrong key.
+writing the simulator's JSON out by hand, field by field as the documented callbacks and
+record-info answers show it, is what lets the simulator catch a parser that reads the wrong
+key.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = [
     "details_data",
     "dialect_for",
     "envelope",
-    "sign",
+    "oracle_signature",
     "validate_submit",
 ]
 
@@ -40,7 +41,7 @@ CreateTimeMode = Literal["string", "epoch_ms", "alternate"]
 
 @attrs.frozen
 class Dialect:
-    """The codes and wording that differ between the apibox/sunoapi family and kie (§3)."""
+    """The codes and wording that differ between the apibox/sunoapi family and kie."""
 
     invalid: int
     too_long: int
@@ -101,7 +102,7 @@ MESSAGES: Mapping[int, str] = {
 
 
 def envelope(code: int, msg: str | None = None, data: Any = None) -> dict[str, Any]:
-    """The ``{"code", "msg", "data"}`` object every endpoint answers (§3)."""
+    """The ``{"code", "msg", "data"}`` object every endpoint answers."""
     return {"code": code, "msg": MESSAGES.get(code, "error") if msg is None else msg, "data": data}
 
 
@@ -132,7 +133,8 @@ def _is_http_url(value: str) -> bool:
 
 
 def validate_submit(body: Any, profile: ProviderProfile, dialect: Dialect) -> Rejection | None:
-    """Check a submit body per §2 and §2.1; ``None`` when it is acceptable. Unknown keys
+    """Check a submit body's required fields, types, ranges and per-model length
+    limits; ``None`` when it is acceptable. Unknown keys
     are ignored, as the API does (*inferred*)."""
     bad = dialect.invalid
     if not isinstance(body, dict):
@@ -186,11 +188,13 @@ def validate_submit(body: Any, profile: ProviderProfile, dialect: Dialect) -> Re
     return None
 
 
-# ------------------------------------------------------------------------- signing (§6)
+# ------------------------------------------------------------------- kie's callback signature
 
 
-def sign(key: bytes, task_id: str, timestamp: int) -> str:
-    """``base64(HMAC-SHA256(key, taskId + "." + timestamp))``, standard padded Base64."""
+def oracle_signature(key: bytes, task_id: str, timestamp: int) -> str:
+    """kie's ``X-Webhook-Signature``: ``base64(HMAC-SHA256(key, taskId + "." + timestamp))``,
+    standard padded Base64. Written here independently of the SDK's ``sign_webhook``, so that
+    a test comparing the two is an oracle, not the SDK checking itself."""
     digest = hmac.new(key, f"{task_id}.{timestamp}".encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode("ascii")
 
@@ -200,7 +204,7 @@ def sign(key: bytes, task_id: str, timestamp: int) -> str:
 
 def format_create_time(when: datetime, epoch_ms: bool) -> str | int:
     """``createTime`` in one of its two documented forms: epoch milliseconds, or
-    ``YYYY-MM-DD HH:MM:SS`` in UTC with no zone (§4.3)."""
+    ``YYYY-MM-DD HH:MM:SS`` in UTC with no zone."""
     if epoch_ms:
         return int(when.timestamp() * 1000)
     return when.strftime("%Y-%m-%d %H:%M:%S")
@@ -209,7 +213,7 @@ def format_create_time(when: datetime, epoch_ms: bool) -> str | int:
 def callback_track(
     track: SimTrack, *, partial: bool, create_time: str | int, include_source: bool
 ) -> dict[str, Any]:
-    """A track as callbacks carry it: snake_case except ``createTime`` (§4.3). A partial
+    """A track as callbacks carry it: snake_case except ``createTime``. A partial
     track (the second one in ``first``) has ``audio_url: ""``, no ``duration`` and no
     ``source_audio_url``, as seen in real traffic."""
     out: dict[str, Any] = {
@@ -238,7 +242,7 @@ def callback_track(
 def details_track(
     track: SimTrack, *, partial: bool, create_time: str | int, include_source: bool
 ) -> dict[str, Any]:
-    """A track as record-info's ``sunoData`` carries it: camelCase (§5). ``tags`` is in
+    """A track as record-info's ``sunoData`` carries it: camelCase. ``tags`` is in
     the schema for every provider; the ``source*`` fields only where the provider has them."""
     out: dict[str, Any] = {
         "id": track.id,
@@ -276,7 +280,7 @@ def callback_body(
     include_source: bool,
     error_data: Literal["null", "empty_list"],
 ) -> dict[str, Any]:
-    """The JSON body of one callback (§4.3), for ``callback_type`` ``text``, ``first``,
+    """The JSON body of one callback, for ``callback_type`` ``text``, ``first``,
     ``complete``, ``error``, or any other (unknown) type, which gets extra unknown fields
     to exercise loose parsing."""
     data: dict[str, Any] = {"callbackType": callback_type, "task_id": task.task_id}
@@ -318,7 +322,7 @@ def details_data(
     legacy: bool,
     repeat_error: bool,
 ) -> dict[str, Any]:
-    """record-info's ``data`` object for ``task`` as it stands now (§5): ``param`` is the
+    """record-info's ``data`` object for ``task`` as it stands now: ``param`` is the
     submit body serialized into a string, tracks follow the furthest stage reached."""
     if task.stage == "pending":
         response: dict[str, Any] | None = None
