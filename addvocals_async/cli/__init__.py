@@ -25,8 +25,8 @@ from typing import Any, TextIO
 import attrs
 import stamina.instrumentation
 
-from ._client import API_KEY_ENV, AddVocalsClient, RetryPolicy
-from ._errors import (
+from .._client import API_KEY_ENV, AddVocalsClient, RetryPolicy
+from .._errors import (
     AddVocalsError,
     APIConnectionError,
     APIError,
@@ -35,11 +35,11 @@ from ._errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
-from ._models import Stage, TaskResult, Track, UncheckedModel
-from ._providers import PROVIDERS
-from ._receiver import SECRET_ENV, CallbackReceiver
-from ._tasks import PollPolicy, VocalTask
-from ._version import __version__
+from .._models import Stage, TaskResult, Track, UncheckedModel
+from .._providers import PROVIDERS
+from .._receiver import SECRET_ENV, CallbackReceiver
+from .._tasks import PollPolicy, VocalTask
+from .._version import __version__
 
 __all__ = ["main"]
 
@@ -406,7 +406,7 @@ async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
-    from .testing import SCENARIOS, serve_forever
+    from ..testing import SCENARIOS, serve_forever
 
     if args.scenario not in SCENARIOS:
         raise CLIError(f"unknown --scenario {args.scenario!r}; one of: {', '.join(SCENARIOS)}")

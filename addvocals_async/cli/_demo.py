@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from ._client import AddVocalsClient
-from ._receiver import CallbackReceiver
-from .cli import Progress, _follow, download_tracks
+from .._client import AddVocalsClient
+from .._receiver import CallbackReceiver
+from . import Progress, _follow, download_tracks
 
 __all__ = ["run_demo"]
 
@@ -31,7 +31,7 @@ To do the same against the real API:
 
 async def run_demo(out_dir: Path, *, speed: float = 40.0, out: TextIO) -> list[Path]:
     """Run the demo, writing the tracks into ``out_dir``; returns the files written."""
-    from .testing import Simulator
+    from ..testing import Simulator
 
     started = time.monotonic()
     out.write(
