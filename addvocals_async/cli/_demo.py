@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from ._client import AddVocalsClient
-from ._receiver import CallbackReceiver
-from .cli import Progress, _follow, download_tracks
+from .. import AddVocalsClient, CallbackReceiver
+from .._config import API_KEY_ENV
+from ._output import Progress, download_tracks, follow
 
 __all__ = ["run_demo"]
 
-_REAL_USE = """\
+_REAL_USE = f"""\
 To do the same against the real API:
-  export ADDVOCALS_API_KEY=...            # from your provider's dashboard
+  export {API_KEY_ENV}=...            # from your provider's dashboard
   addvocals submit --upload-url https://your-cdn/instrumental.mp3 \\
       --prompt "A calm piano ballad with soothing vocals" --title "Quiet Harbour" \\
       --style Jazz --negative-tags "Heavy Metal" \\
@@ -31,7 +31,7 @@ To do the same against the real API:
 
 async def run_demo(out_dir: Path, *, speed: float = 40.0, out: TextIO) -> list[Path]:
     """Run the demo, writing the tracks into ``out_dir``; returns the files written."""
-    from .testing import Simulator
+    from ..testing import Simulator
 
     started = time.monotonic()
     out.write(
@@ -55,7 +55,7 @@ async def run_demo(out_dir: Path, *, speed: float = 40.0, out: TextIO) -> list[P
             audio_weight=0.8,
         )
         out.write(f"submitted: task id {task.task_id}\n")
-        result = await _follow(task, Progress(out), timeout=120)
+        result = await follow(task, Progress(out), timeout=120)
         out.write(f"\n{len(result.tracks)} tracks ready; downloading into {out_dir}/\n")
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = await download_tracks(client, result.tracks, out_dir, overwrite=True, stream=out)

@@ -1,0 +1,53 @@
+"""The ``addvocals`` command line (also ``python -m addvocals_async``).
+
+Every command prints one clear line on failure (a traceback only with ``--debug``) and
+exits with a code that says what went wrong:
+
+    0  done                       4  the task failed
+    1  unexpected error           5  a wait timed out
+    2  invalid input or usage     6  network trouble (API unreachable, connection lost)
+    3  the API refused            130 interrupted (Ctrl-C)
+
+Inside: ``_parser`` builds the options, ``_commands`` runs each subcommand, ``_output``
+shows results and turns errors into a line and a code, ``_demo`` is ``addvocals demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from typing import TextIO
+
+from ._commands import Command
+from ._output import EXIT_INTERRUPTED, describe, exit_code
+from ._parser import build_parser
+
+__all__ = ["build_parser", "main"]
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit code (the console script exits with it)."""
+    stream = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG)
+    return _run(args, stream)
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    func: Command = args.func
+    try:
+        return asyncio.run(func(args, out))
+    except KeyboardInterrupt:
+        # On a terminal, end the line the ^C echo left; on a pipe, one plain line.
+        sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"addvocals: error: {describe(exc)}\n")
+        return exit_code(exc)

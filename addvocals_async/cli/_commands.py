@@ -1,0 +1,269 @@
+"""One async function per subcommand: ``cmd_<name>(args, out) -> exit code``.
+
+``out`` is where results go (stdout, or what ``main(out=...)`` was given); progress and
+notices go to stderr, so ``--json`` output stays clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TextIO
+
+from .. import AddVocalsClient, CallbackReceiver, PollPolicy, RetryPolicy, UncheckedModel
+from .._config import API_KEY_ENV, SECRET_ENV
+from ..testing._command import run as run_simulator
+from ._demo import run_demo
+from ._output import (
+    EXIT_API,
+    EXIT_OK,
+    STAGE_WORDS,
+    CLIError,
+    Progress,
+    download_tracks,
+    emit,
+    follow,
+    track_json,
+)
+
+__all__ = [
+    "Command",
+    "cmd_credits",
+    "cmd_demo",
+    "cmd_download",
+    "cmd_serve",
+    "cmd_simulate",
+    "cmd_status",
+    "cmd_submit",
+    "cmd_wait",
+]
+
+Command = Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
+"""What each subcommand runs: the parsed options and the output stream in, an exit code out."""
+
+
+# ---------------------------------------------------------------- client set-up
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    key = args.api_key or os.environ.get(API_KEY_ENV)
+    if not key:
+        raise CLIError(
+            f"no API key: pass --api-key KEY or set {API_KEY_ENV} "
+            "(get one from your provider's dashboard; `addvocals demo` needs none)"
+        )
+    return str(key)
+
+
+def _client(args: argparse.Namespace, receiver: CallbackReceiver | None = None) -> AddVocalsClient:
+    interval = getattr(args, "poll_interval", None)
+    poll = None
+    if interval is not None:
+        poll = PollPolicy(initial=interval, maximum=interval, min_interval=min(interval, 1.0))
+    return AddVocalsClient(
+        _api_key(args),
+        provider=args.provider,
+        base_url=args.base_url,
+        receiver=receiver,
+        request_timeout=args.request_timeout,
+        poll=poll,
+        # A person is waiting: three tries in a few seconds, not five over fifteen.
+        retry=RetryPolicy(attempts=3, wait_max=5.0),
+    )
+
+
+def _receiver(args: argparse.Namespace, *, serves_here: bool) -> CallbackReceiver | None:
+    """The receiver the options ask for. ``serves_here``: it receives in this process while
+    the command runs, so a throwaway secret does; otherwise it only mints the callback URL
+    for another process (``addvocals serve``), which must share the secret."""
+    if getattr(args, "receiver_port", None) is None and not getattr(args, "public_url", None):
+        return None
+    secret = args.receiver_secret or os.environ.get(SECRET_ENV)
+    if not secret:
+        if not serves_here:
+            raise CLIError(
+                "--public-url without --wait makes a callback URL for another receiver "
+                "(addvocals serve): give both the same --receiver-secret, or set "
+                f"{SECRET_ENV}"
+            )
+        secret = secrets.token_urlsafe(32)
+    return _make_receiver(
+        host=args.receiver_host,
+        port=args.receiver_port or 0,
+        public_url=args.public_url,
+        secret=secret,
+    )
+
+
+def _make_receiver(**options: Any) -> CallbackReceiver:
+    """A receiver, with a bad setting (short secret, relative public URL) as a usage error."""
+    try:
+        return CallbackReceiver(**options)
+    except ValueError as exc:
+        raise CLIError(f"invalid receiver setting: {exc}") from None
+
+
+# ---------------------------------------------------------------- commands
+
+
+async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
+    receiver = _receiver(args, serves_here=args.wait) if (args.wait or args.public_url) else None
+    fields = {
+        name: getattr(args, name)
+        for name in (
+            "upload_url",
+            "prompt",
+            "title",
+            "style",
+            "negative_tags",
+            "vocal_gender",
+            "style_weight",
+            "weirdness_constraint",
+            "audio_weight",
+            "lyrics",
+            "variety",
+            "callback_url",
+        )
+    }
+    if args.model:
+        fields["model"] = UncheckedModel(args.model) if args.allow_unknown_model else args.model
+    if receiver is not None and args.wait:
+        await receiver.start()
+    try:
+        async with _client(args, receiver) as client:
+            task = await client.add_vocals(**fields)
+            out.write(f"{task.task_id}\n" if args.json else f"task id: {task.task_id}\n")
+            out.flush()
+            if not args.wait:
+                if not args.json:
+                    out.write(f"follow it with: addvocals wait {task.task_id}\n")
+                return EXIT_OK
+            result = await follow(task, Progress(sys.stderr, quiet=args.json), args.timeout)
+            emit(result, out, as_json=args.json)
+            return EXIT_OK
+    finally:
+        if receiver is not None:
+            await receiver.aclose()
+
+
+async def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
+    receiver = _receiver(args, serves_here=True)
+    if receiver is not None:
+        await receiver.start()
+    try:
+        async with _client(args, receiver) as client:
+            task = client.task(args.task_id)
+            result = await follow(task, Progress(sys.stderr, quiet=args.json), args.timeout)
+            emit(result, out, as_json=args.json)
+            return EXIT_OK
+    finally:
+        if receiver is not None:
+            await receiver.aclose()
+
+
+async def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    async with _client(args) as client:
+        details = await client.get_details(args.task_id)
+    stage = details.stage
+    if args.json:
+        out.write(
+            json.dumps(
+                {
+                    "task_id": details.task_id,
+                    "status": details.status,
+                    "stage": stage.value if stage else None,
+                    "error_code": details.error_code,
+                    "error_message": details.error_message,
+                    "tracks": [track_json(t) for t in details.tracks],
+                }
+            )
+            + "\n"
+        )
+    else:
+        out.write(f"task {details.task_id}: {details.status or 'unknown'}")
+        out.write(f" ({STAGE_WORDS[stage]})\n" if stage else "\n")
+        if details.error_code is not None or details.error_message:
+            out.write(f"  error {details.error_code}: {details.error_message or ''}\n")
+        for track in details.tracks:
+            out.write(f"  {track.id}  {track.audio_url or '(not final yet)'}\n")
+    return EXIT_OK
+
+
+async def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
+    dest = Path(args.out)
+    async with _client(args) as client:
+        task = client.task(args.task_id)
+        details = await task.refresh()
+        if task.failure is not None:  # built as every wait builds it, code meaning included
+            raise task.failure
+        tracks = [t for t in details.tracks if t.audio_url]
+        if not tracks:
+            raise CLIError(
+                f"task {args.task_id} has no finished tracks yet (status {details.status or '?'}); "
+                f"try: addvocals wait {args.task_id}",
+                EXIT_API,
+            )
+        dest.mkdir(parents=True, exist_ok=True)  # only now: a failed command leaves nothing
+        for path in await download_tracks(
+            client, tracks, dest, overwrite=args.overwrite, images=args.images, stream=sys.stderr
+        ):
+            out.write(f"{path}\n")
+    return EXIT_OK
+
+
+async def cmd_credits(args: argparse.Namespace, out: TextIO) -> int:
+    async with _client(args) as client:
+        credits = await client.get_credits()
+    out.write(json.dumps({"credits": credits}) + "\n" if args.json else f"{credits} credits\n")
+    return EXIT_OK
+
+
+async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    def emit_event(event: Any) -> None:
+        record = {
+            "task_id": event.task_id,
+            "callback_type": event.callback_type,
+            "code": event.code,
+            "msg": event.msg,
+            "tracks": [track_json(t) for t in event.tracks],
+        }
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+
+    if not (args.secret or os.environ.get(SECRET_ENV)):
+        raise CLIError(
+            f"serve needs the receiver secret the tasks were submitted with: pass --secret or set "
+            f"{SECRET_ENV} (and submit with the same one: addvocals submit --public-url URL)"
+        )
+    receiver = _make_receiver(
+        host=args.host,
+        port=args.port,
+        public_url=args.public_url,
+        secret=args.secret,
+        on_event=emit_event,
+        on_unclaimed=emit_event,
+    )
+    async with receiver:
+        sys.stderr.write(f"receiving callbacks at {receiver.url}/cb/<token> (Ctrl-C to stop)\n")
+        sys.stderr.flush()
+        await asyncio.Event().wait()
+    return EXIT_OK
+
+
+async def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    await run_demo(Path(args.out), speed=args.speed, out=out)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- simulate
+async def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        return await run_simulator(args, out)
+    except argparse.ArgumentError as exc:
+        raise CLIError(str(exc)) from None

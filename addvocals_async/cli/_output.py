@@ -1,0 +1,262 @@
+"""What the command line shows: stage words, the progress line, results as text or JSON,
+following a task, downloading its tracks, and how an error becomes one line and an exit
+code.
+
+Exit codes:
+
+    0  done                       4  the task failed
+    1  unexpected error           5  a wait timed out
+    2  invalid input or usage     6  network trouble (API unreachable, connection lost)
+    3  the API refused            130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+
+from .. import (
+    AddVocalsClient,
+    AddVocalsError,
+    APIConnectionError,
+    APIError,
+    ReceiverClosedError,
+    RequestValidationError,
+    Stage,
+    TaskFailedError,
+    TaskResult,
+    TaskTimeoutError,
+    Track,
+    VocalTask,
+)
+
+__all__ = [
+    "EXIT_API",
+    "EXIT_ERROR",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_NETWORK",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "STAGE_WORDS",
+    "CLIError",
+    "Progress",
+    "describe",
+    "download_tracks",
+    "emit",
+    "exit_code",
+    "follow",
+    "track_json",
+]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_API, EXIT_FAILED, EXIT_TIMEOUT, EXIT_NETWORK = range(7)
+EXIT_INTERRUPTED = 130
+
+STAGE_WORDS = {
+    Stage.PENDING: "submitted",
+    Stage.TEXT: "lyrics written",
+    Stage.FIRST: "first track ready",
+    Stage.COMPLETE: "complete",
+    Stage.FAILED: "failed",
+}
+
+
+class CLIError(Exception):
+    """A problem the user can fix, shown as one line with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- progress
+
+
+class Progress:
+    """Shows a task's stages as they arrive: one redrawn line on a terminal, plain lines
+    elsewhere (pipes, CI logs)."""
+
+    def __init__(self, stream: TextIO, *, quiet: bool = False) -> None:
+        self.stream = stream
+        self.live = stream.isatty() and not quiet
+        self.quiet = quiet
+        self.started = time.monotonic()
+        self._last = ""
+
+    def elapsed(self) -> str:
+        return f"{time.monotonic() - self.started:5.1f}s"
+
+    def stage(self, task_id: str, stage: Stage) -> None:
+        self.line(f"[{self.elapsed()}] {task_id}: {STAGE_WORDS.get(stage, stage.value)}")
+
+    def line(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.live and self._last:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self._last = ""
+
+    def redraw(self, text: str) -> None:
+        """A transient status line (terminal only)."""
+        if self.live:
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+            self._last = text
+
+    def done(self) -> None:
+        if self.live and self._last:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._last = ""
+
+
+# ---------------------------------------------------------------- results
+
+
+def track_json(track: Track) -> dict[str, Any]:
+    data = attrs.asdict(track)
+    data["create_time"] = track.create_time.isoformat() if track.create_time else None
+    return data
+
+
+def _result_json(result: TaskResult) -> dict[str, Any]:
+    return {
+        "task_id": result.task_id,
+        "stage": result.stage.value,
+        "source": result.source,
+        "tracks": [track_json(t) for t in result.tracks],
+    }
+
+
+def _print_result(result: TaskResult, out: TextIO) -> None:
+    out.write(f"task {result.task_id}: {STAGE_WORDS[result.stage]}\n")
+    for track in result.tracks:
+        length = f"{track.duration:.1f}s" if track.duration is not None else "?"
+        out.write(f"  {track.id}  {length:>7}  {track.audio_url or track.stream_audio_url}\n")
+
+
+def emit(result: TaskResult, out: TextIO, *, as_json: bool) -> None:
+    """A finished task's result on ``out``: one JSON line, or a line per track."""
+    if as_json:
+        out.write(json.dumps(_result_json(result)) + "\n")
+    else:
+        _print_result(result, out)
+
+
+# ---------------------------------------------------------------- following, downloading
+
+
+async def follow(task: VocalTask, progress: Progress, timeout: float | None) -> TaskResult:
+    """Show each stage as it arrives, with the lyrics once a track carries them."""
+    lyrics_shown = False
+    progress.stage(task.task_id, Stage.PENDING)
+    ticker = asyncio.ensure_future(_tick(task, progress))
+    try:
+        async for event in task.events(timeout=timeout):
+            stage = event.stage
+            if stage is None:
+                continue
+            progress.stage(task.task_id, stage)
+            if not lyrics_shown:
+                lyrics = next((t.prompt for t in event.tracks if t.prompt), None)
+                if lyrics:
+                    progress.line("  lyrics: " + lyrics.replace("\n", "\n          "))
+                    lyrics_shown = True
+        return await task.complete(timeout=0)
+    finally:
+        ticker.cancel()
+        progress.done()
+
+
+async def _tick(task: VocalTask, progress: Progress) -> None:
+    while True:
+        progress.redraw(f"[{progress.elapsed()}] {task.task_id}: waiting ({task.stage.value})")
+        await asyncio.sleep(0.5)
+
+
+async def download_tracks(
+    client: AddVocalsClient,
+    tracks: Sequence[Track],
+    dest: Path,
+    *,
+    overwrite: bool,
+    images: bool = False,
+    stream: TextIO,
+) -> list[Path]:
+    """Download every track (and, if asked, its cover) into ``dest`` with a progress line."""
+    progress = Progress(stream)
+    written: list[Path] = []
+    for track in tracks:
+        kinds = ["audio", "image"] if images and track.image_url else ["audio"]
+        for kind in kinds:
+            name = f"{track.id} {kind}"
+
+            def report(received: int, total: int | None, name: str = name) -> None:
+                if total:
+                    width = 24
+                    filled = int(width * received / total)
+                    bar = "#" * filled + "-" * (width - filled)
+                    progress.redraw(f"{name} [{bar}] {received * 100 // total:3d}%")
+                else:
+                    progress.redraw(f"{name} {received} bytes")
+
+            path = await client.download(
+                track, dest, kind=kind, overwrite=overwrite, progress=report
+            )
+            progress.line(f"saved {path} ({path.stat().st_size} bytes)")
+            written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------- errors
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code that says what went wrong (see the table above)."""
+    if isinstance(exc, (RequestValidationError, CLIError)):
+        return exc.code if isinstance(exc, CLIError) else EXIT_USAGE
+    if isinstance(exc, TaskFailedError):
+        return EXIT_FAILED
+    if isinstance(exc, TaskTimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(exc, FileExistsError):
+        return EXIT_USAGE  # a download refusing to overwrite: the user's call, not the network
+    if isinstance(exc, (APIConnectionError, ReceiverClosedError, OSError)):
+        return EXIT_NETWORK
+    if isinstance(exc, APIError):
+        return EXIT_API
+    return EXIT_ERROR
+
+
+def describe(exc: BaseException) -> str:
+    """The error as the one line a person reads, with the option that fixes it if any."""
+    if isinstance(exc, TaskTimeoutError):
+        after = f" after {exc.timeout:g} s" if exc.timeout is not None else ""
+        return (
+            f"task {exc.task_id} is not complete{after} (it may still finish); "
+            f"resume with: addvocals wait {exc.task_id}"
+        )
+    if isinstance(exc, FileExistsError) and exc.errno is None:
+        # The SDK's refusal to overwrite: "<path> exists; pass overwrite=True ..."
+        what = str(exc.args[0]).split(";")[0] if exc.args else "the file exists"
+        return f"{what}; pass --overwrite to replace it"
+    if isinstance(exc, RequestValidationError) and exc.field == "model":
+        rule = exc.rule.split(";")[0]
+        return f"--model {exc.value}: {rule}; pass --allow-unknown-model to send it anyway"
+    if isinstance(exc, RequestValidationError) and exc.field == "callback_url" and not exc.value:
+        return (
+            "the API needs a callback URL: pass --callback-url URL, or --wait with "
+            "--receiver-port PORT (and --public-url URL when the API cannot reach this machine)"
+        )
+    if isinstance(exc, (AddVocalsError, CLIError, OSError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

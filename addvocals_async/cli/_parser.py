@@ -1,0 +1,229 @@
+"""The ``addvocals`` argument parser: every subcommand, its options and its ``func``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import PROVIDERS, __version__
+from .._config import API_KEY_ENV, SECRET_ENV
+from ..testing._command import configure_parser
+from ._commands import (
+    cmd_credits,
+    cmd_demo,
+    cmd_download,
+    cmd_serve,
+    cmd_simulate,
+    cmd_status,
+    cmd_submit,
+    cmd_wait,
+)
+
+__all__ = ["add_simulate_command", "build_parser"]
+
+
+def _weight(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _add_api_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("API")
+    group.add_argument("--api-key", help=f"API key (default: ${API_KEY_ENV}); never printed")
+    group.add_argument(
+        "--provider",
+        choices=sorted(PROVIDERS),
+        default="apibox",
+        help="which reseller of the API (default: apibox)",
+    )
+    group.add_argument("--base-url", help="override the provider's base URL (e.g. a simulator)")
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="timeout of each HTTP request (default: 30)",
+    )
+
+
+def _poll_interval(text: str) -> float:
+    value = _weight(text)
+    if not value >= 0.5:
+        raise argparse.ArgumentTypeError(f"{text} is too often: poll at most twice a second")
+    return value
+
+
+def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "callback receiver (optional; without one the task is polled)"
+    )
+    group.add_argument(
+        "--poll-interval",
+        type=_poll_interval,
+        metavar="SECONDS",
+        help="poll the task this often (default: every 10 s, growing to 30 s; at least 0.5)",
+    )
+    group.add_argument(
+        "--receiver-port",
+        type=int,
+        metavar="PORT",
+        help="run an embedded receiver on this port (0: any free port)",
+    )
+    group.add_argument(
+        "--receiver-host",
+        default="127.0.0.1",
+        help="address the receiver binds (default: 127.0.0.1)",
+    )
+    group.add_argument(
+        "--public-url",
+        help="the receiver's public base URL, as the API reaches it "
+        "(behind a reverse proxy or tunnel)",
+    )
+    group.add_argument(
+        "--receiver-secret",
+        default=None,
+        help=f"secret of the callback URL tokens (default: ${SECRET_ENV})",
+    )
+
+
+def _add_follow_options(parser: argparse.ArgumentParser, *, timeout_help: str) -> None:
+    """What following a task takes (submit --wait, wait): a deadline, the output form,
+    the API and, optionally, a receiver."""
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"{timeout_help} (default: 20 minutes)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_api_options(parser)
+    _add_receiver_options(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="addvocals",
+        description="Add AI vocals to an instrumental with the Add Vocals API.",
+        epilog="Try it without an account: addvocals demo. Exit codes: 0 ok, 2 invalid input, "
+        "3 API error, 4 task failed, 5 timeout, 6 network, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"addvocals {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "submit",
+        help="submit an instrumental for vocals",
+        description="Submit an instrumental; prints the task id first.",
+    )
+    p.add_argument("--upload-url", required=True, help="public URL of the instrumental (MP3, WAV)")
+    p.add_argument("--prompt", required=True, help="what the vocals should sing and how")
+    p.add_argument("--title", required=True, help="the song title")
+    p.add_argument("--style", required=True, help='genre and vocal approach, e.g. "Neo Soul"')
+    p.add_argument("--negative-tags", required=True, help="comma-separated styles to avoid")
+    p.add_argument("--vocal-gender", choices=["m", "f"], help="preferred vocal gender")
+    p.add_argument("--style-weight", type=_weight, help="0..1 in steps of 0.01")
+    p.add_argument("--weirdness-constraint", type=_weight, help="0..1 in steps of 0.01")
+    p.add_argument("--audio-weight", type=_weight, help="0..1 in steps of 0.01")
+    p.add_argument("--model", help="model (default: the provider's), e.g. V5, V4_5PLUS, V6")
+    p.add_argument(
+        "--allow-unknown-model",
+        action="store_true",
+        help="send a --model this release does not know yet",
+    )
+    p.add_argument("--lyrics", help="lyrics to sing (newer models)")
+    p.add_argument("--variety", type=int, help="0 (off) to 4 (max), newer models")
+    p.add_argument("--callback-url", help="where the API posts callbacks (if not --public-url)")
+    p.add_argument("--wait", action="store_true", help="follow the task until it completes")
+    _add_follow_options(p, timeout_help="with --wait: give up after this long")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser(
+        "wait",
+        help="follow a task until it completes",
+        description="Re-attach to a task and wait for it; polls unless "
+        "--receiver-port/--public-url give a receiver.",
+    )
+    p.add_argument("task_id")
+    _add_follow_options(p, timeout_help="give up after this long")
+    p.set_defaults(func=cmd_wait)
+
+    p = sub.add_parser(
+        "status",
+        help="show a task's status once",
+        description="Ask the details endpoint about a task.",
+    )
+    p.add_argument("task_id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_api_options(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "download",
+        help="download a finished task's tracks",
+        description="Download every finished track of a task.",
+    )
+    p.add_argument("task_id")
+    p.add_argument("--out", default=".", metavar="DIR", help="directory to write to (default: .)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--images", action="store_true", help="also download the cover images")
+    _add_api_options(p)
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser(
+        "credits",
+        help="show the account's remaining credits",
+        description="Show the account's remaining credits.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_api_options(p)
+    p.set_defaults(func=cmd_credits)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the callback receiver alone, printing callbacks as JSON",
+        description="Receive callbacks for tasks submitted with the same secret "
+        "and print each genuine one as a JSON line on stdout.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="bind port (default: 8080)")
+    p.add_argument("--public-url", help="the public base URL the API reaches")
+    p.add_argument("--secret", help=f"receiver secret (default: ${SECRET_ENV})")
+    p.set_defaults(func=cmd_serve)
+
+    add_simulate_command(sub)
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole flow on the built-in simulator, no key needed",
+        description="Start the simulator and a receiver, submit a task, watch "
+        "its stages and download both tracks.",
+    )
+    p.add_argument(
+        "--out",
+        default="demo-output",
+        metavar="DIR",
+        help="where to write the tracks (default: ./demo-output)",
+    )
+    p.add_argument(
+        "--speed", type=float, default=40.0, help="time compression of the simulator (default: 40)"
+    )
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+# ---------------------------------------------------------------- simulate
+def add_simulate_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """The ``simulate`` subcommand: the one simulator command line, shared with
+    ``python -m addvocals_async.testing``."""
+    p = subparsers.add_parser(
+        "simulate",
+        help="run the API simulator for testing",
+        description="Serve a simulator of the Add Vocals API on this machine.",
+    )
+    configure_parser(p)
+    p.set_defaults(func=cmd_simulate)
