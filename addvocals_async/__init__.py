@@ -38,7 +38,7 @@ from ._models import (
     TaskResult,
     Track,
 )
-from ._providers import PROVIDERS, ProviderProfile
+from ._providers import PROVIDERS, LengthLimits, ProviderProfile
 from ._receiver import (
     RECEIVER_KEY,
     CallbackReceiver,
@@ -48,7 +48,7 @@ from ._receiver import (
     ReceiverStats,
 )
 from ._registry import TaskRegistry, TerminalListener
-from ._signing import sign_webhook, verify_signature
+from ._signing import Secret, sign_webhook, verify_signature
 from ._tasks import DetailsSource, TaskState, VocalTask
 from ._validation import UncheckedModel
 from ._version import __version__
@@ -74,6 +74,7 @@ __all__ = [
     "InMemoryBackend",
     "InsufficientCreditsError",
     "InvalidParametersError",
+    "LengthLimits",
     "MaintenanceError",
     "NotFoundError",
     "PollPolicy",
@@ -86,6 +87,7 @@ __all__ = [
     "ReceiverStats",
     "RequestValidationError",
     "RetryPolicy",
+    "Secret",
     "ServerError",
     "Stage",
     "Subscriber",

@@ -10,6 +10,7 @@ test sleeps through a real poll interval or backoff.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from types import TracebackType
@@ -81,7 +82,9 @@ class _TestingContext:
         _testing_scale = self._previous
 
 
-def set_testing(testing: bool = True, *, time_scale: float = DEFAULT_TIME_SCALE) -> _TestingContext:
+def set_testing(
+    testing: bool = True, *, time_scale: float = DEFAULT_TIME_SCALE
+) -> contextlib.AbstractContextManager[None]:
     """Turn the testing switch on or off for the whole process.
 
     On: retries keep their attempts but never wait, and poll timings are multiplied by

@@ -1,7 +1,6 @@
 """The one place that knows the wire format.
 
-Every rename and format quirk of §2-§5 of the spec lives here, over a single cattrs
-converter: camelCase requests (``callBackUrl`` with a capital B, unset optionals
+Every rename and format quirk of the wire lives here, over a single cattrs converter: camelCase requests (``callBackUrl`` with a capital B, unset optionals
 omitted), snake_case callbacks except ``callbackType``/``createTime``, camelCase
 record-info with the legacy snake_case ``response.data``, ``param`` as a JSON string,
 ``createTime`` as text or epoch milliseconds, ``data`` as ``null`` or ``[]``, and
@@ -113,7 +112,7 @@ def _loose_int(value: object, _: object = None) -> int | None:
 
 def callback_task_id(body: Mapping[str, Any]) -> str | None:
     """The task id of a callback body: ``data.task_id``, then top-level ``taskId``, then
-    ``data.taskId`` (the order §6 gives for kie's signed string)."""
+    ``data.taskId`` (where kie's callbacks carry the task id its signature covers)."""
     data = body.get("data")
     candidates = []
     if isinstance(data, Mapping):

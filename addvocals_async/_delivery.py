@@ -29,9 +29,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Iterator
-from typing import Protocol
-
-import attrs
+from typing import NamedTuple, Protocol
 
 from ._models import CallbackEvent
 
@@ -44,8 +42,7 @@ __all__ = [
 ]
 
 
-@attrs.frozen(slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """A genuine callback: its event and the reference of the URL it arrived through."""
 
     ref: str
@@ -133,9 +130,7 @@ class _Generations:
 
     def get(self, key: str) -> object | None:
         value = self._new.get(key)
-        if value is None:
-            value = self._old.get(key)
-        return value
+        return self._old.get(key) if value is None else value
 
     def put(self, key: str, value: object) -> None:
         self._maybe_rotate()
@@ -227,8 +222,7 @@ class InMemoryBackend:
             result = DeliveryResult.IGNORED
         else:
             result = self._keep(delivery)
-        stage = event.stage
-        if stage is not None and stage.is_terminal and result is not DeliveryResult.MISMATCH:
+        if result is not DeliveryResult.MISMATCH and event.ends_task:
             self._finished.put(task_id, True)
         return result
 

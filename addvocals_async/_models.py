@@ -185,6 +185,7 @@ class Tracks(Sequence[Track]):
 
 _CALLBACK_STAGES = {stage.value: stage for stage in _PROGRESS}
 """A successful callback's ``callbackType`` is the name of the stage it reports."""
+_ENDING_TYPES = frozenset({"error", Stage.COMPLETE.value})
 
 
 @attrs.frozen(kw_only=True)
@@ -202,6 +203,11 @@ class CallbackEvent:
     @property
     def is_failure(self) -> bool:
         return self.callback_type == "error" or self.code != 200
+
+    @property
+    def ends_task(self) -> bool:
+        """True for a failure or ``complete``: nothing after it moves the task."""
+        return self.code != 200 or self.callback_type in _ENDING_TYPES
 
     @property
     def stage(self) -> Stage | None:

@@ -71,8 +71,9 @@ class LengthLimits:
     title: int = 100
     negative_tags: int = 200
 
-    def limit(self, field: Field) -> int:
-        return int(getattr(self, field.value))
+    def limit(self, field: str) -> int:
+        """The limit of ``field`` (a ``Field`` or its name, e.g. ``"title"``)."""
+        return int(getattr(self, str(Field(field).value)))
 
 
 _DEFAULT_LIMITS = LengthLimits()
@@ -83,7 +84,10 @@ _LIMITS_BY_MODEL: Mapping[str | None, LengthLimits] = {
 
 
 def limits_for(model: str | None, *, title_cap: int | None = None) -> LengthLimits:
-    """The §2.1 limits for ``model`` (unknown and omitted models get the common row)."""
+    """The length limits for ``model``. The add-vocals pages state only ``title`` ≤ 100
+    (sunoapi) and ``prompt``/``lyrics`` ≤ 5000 (V6 family); the rest comes from the
+    sibling endpoints (generate, upload-cover, upload-extend, add-instrumental). Unknown
+    and omitted models get the row shared by V4_5 and later models."""
     limits = _LIMITS_BY_MODEL.get(model, _DEFAULT_LIMITS)
     if title_cap is not None and title_cap < limits.title:
         limits = attrs.evolve(limits, title=title_cap)
@@ -221,7 +225,8 @@ def make_api_error(
     retry_after: float | None = None,
 ) -> APIError:
     """The error for an answer. Without a JSON envelope the HTTP status stands in for the
-    code, and a bare 429 is a gateway's rate limit whatever the provider (§3.1)."""
+    code, and a bare 429 is a gateway's rate limit whatever the provider: an answer
+    without the API's envelope never comes from the API's own rate limiter."""
     if not from_envelope and code == 429:
         cls: type[APIError] = RateLimitError
     else:
@@ -238,7 +243,9 @@ class Outcome(enum.Enum):
 
 
 def classify_submit(profile: ProviderProfile, error: APIError) -> Outcome:
-    """Decide whether a failed submit may be sent again without paying twice (§3.1)."""
+    """Decide whether a failed submit may be sent again without paying twice: an error
+    envelope carries no ``taskId``, so a documented rejection code left nothing behind;
+    a 5xx may have created the task, so it is never resent."""
     if isinstance(error, (RateLimitError, MaintenanceError)):
         return Outcome.RETRY
     if profile.name == "kie" and error.code == 505:

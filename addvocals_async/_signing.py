@@ -6,7 +6,7 @@ Two independent checks:
   random 128-bit reference and an HMAC-SHA256 of it under the receiver's secret, cut to
   128 bits. The receiver checks it in constant time without any lookup, so a restarted
   receiver, or another process with the same secret, still knows a genuine URL.
-- **kie signatures** (§6 of the spec). ``X-Webhook-Signature`` is
+- **kie signatures** (once the account has a ``webhookHmacKey``). ``X-Webhook-Signature`` is
   ``base64(HMAC-SHA256(key, taskId + "." + timestamp))`` and ``X-Webhook-Timestamp`` the
   send time in Unix seconds, checked inside a two-sided window.
 
@@ -139,7 +139,8 @@ def verify_signature(
 ) -> None:
     """Check a kie-signed callback; raise ``WebhookVerificationError`` if it fails.
 
-    ``body`` is the parsed callback (its task id is found as §6 says) or the task id
+    ``body`` is the parsed callback (its task id is read from ``data.task_id``, then
+    ``taskId``, then ``data.taskId``) or the task id
     itself; ``headers`` are read case-insensitively. The timestamp must lie within
     ``tolerance`` seconds of ``now`` in either direction. Note that kie signs only the task
     id and the time, not the body: keep the URL token check too.

@@ -1,7 +1,8 @@
 """Mount the receiver into an aiohttp application you already run.
 
-Your app keeps its own routes; the receiver adds `POST /addvocals/cb/{token}` and closes
-with the app. `public_url` is how the API reaches this app (here: the bound address).
+Your app keeps its own routes; `init_app` adds `POST /addvocals/cb/{token}`, and the
+receiver closes with the app. Don't start a mounted receiver: the app serves its route.
+`public_url` is how the API reaches this app (here: the bound address).
 """
 
 import asyncio
@@ -10,11 +11,12 @@ import sys
 
 from aiohttp import web
 
-from addvocals_async import RECEIVER_KEY, AddVocalsClient, CallbackReceiver
+from addvocals_async import AddVocalsClient, CallbackReceiver
+from addvocals_async.aiohttp import get_receiver, init_app
 
 
 async def health(request: web.Request) -> web.Response:
-    receiver = request.app[RECEIVER_KEY]
+    receiver = get_receiver(request.app)
     return web.json_response({"ok": True, "callbacks": receiver.stats.accepted})
 
 
@@ -24,7 +26,7 @@ async def main() -> int:
     app = web.Application()
     app.router.add_get("/health", health)  # the app's own route
     receiver = CallbackReceiver(public_url=public)
-    receiver.mount(app, path="/addvocals")
+    init_app(app, receiver, path="/addvocals")
 
     runner = web.AppRunner(app)
     await runner.setup()
