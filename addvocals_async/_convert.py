@@ -1,10 +1,11 @@
 """The one place that knows the wire format.
 
-Every rename and format quirk of the wire lives here, over a single cattrs converter: camelCase requests (``callBackUrl`` with a capital B, unset optionals
-omitted), snake_case callbacks except ``callbackType``/``createTime``, camelCase
-record-info with the legacy snake_case ``response.data``, ``param`` as a JSON string,
-``createTime`` as text or epoch milliseconds, ``data`` as ``null`` or ``[]``, and
-unknown fields kept in ``extra`` rather than refused. Parsing is loose; building is strict.
+Every rename and format quirk of the wire lives here, over a single cattrs converter:
+camelCase requests (``callBackUrl`` with a capital B, unset optionals omitted),
+snake_case callbacks except ``callbackType``/``createTime``, camelCase record-info with
+the legacy snake_case ``response.data``, ``param`` as a JSON string, ``createTime`` as
+text or epoch milliseconds, ``data`` as ``null`` or ``[]``, and unknown fields kept in
+``extra`` rather than refused. Parsing is loose; building is strict.
 """
 
 from __future__ import annotations
