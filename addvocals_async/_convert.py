@@ -10,7 +10,6 @@ text or epoch milliseconds, ``data`` as ``null`` or ``[]``, and unknown fields k
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -24,7 +23,15 @@ from cattrs.gen import make_dict_unstructure_fn, override
 
 from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track, Tracks
 
-__all__ = ["CallbackParseError", "WireFormat", "callback_task_id", "parse_create_time", "wire"]
+__all__ = [
+    "NOT_JSON",
+    "CallbackParseError",
+    "WireFormat",
+    "callback_task_id",
+    "parse_create_time",
+    "parse_json",
+    "wire",
+]
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
@@ -42,6 +49,19 @@ def camel_case(name: str) -> str:
 
 class CallbackParseError(ValueError):
     """A callback body is not the documented shape (no JSON object, no task id)."""
+
+
+NOT_JSON: Any = object()
+"""What ``parse_json`` returns for text that is not JSON."""
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """``raw`` parsed, or ``NOT_JSON``: never raises, also on nesting too deep to parse
+    (``RecursionError``), which ``json.loads`` raises instead of ``ValueError``."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return NOT_JSON
 
 
 _EPOCH_SECONDS_LIMIT = 100_000_000_000  # below this a number is seconds, above it milliseconds
@@ -305,8 +325,9 @@ class WireFormat:
             tracks = self._tracks(items)
         param: Any = data.get("param")
         if isinstance(param, str):
-            with contextlib.suppress(ValueError, RecursionError):  # not JSON: keep the text
-                param = json.loads(param)
+            decoded = parse_json(param)
+            if decoded is not NOT_JSON:  # not JSON: keep the text
+                param = decoded
         error_message = data.get("errorMessage")
         if error_message is None and isinstance(response, Mapping):
             error_message = response.get("errorMessage")

@@ -18,7 +18,6 @@ the wait.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +29,7 @@ import aiohttp
 import yarl
 
 from ._config import RetryPolicy
+from ._convert import parse_json
 from ._errors import APIConnectionError, APIError, APITimeoutError, MaintenanceError
 from ._providers import Outcome, ProviderProfile, classify_submit, make_api_error, retry_outcome
 from ._signing import Secret
@@ -237,10 +237,7 @@ class Transport:
             raise
 
     def _parse(self, status: int, raw: bytes, retry_after: float | None, *, submit: bool) -> Any:
-        try:
-            envelope = json.loads(raw) if raw else None
-        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
-            envelope = None
+        envelope = parse_json(raw) if raw else None
         code = parse_envelope_code(envelope.get("code")) if isinstance(envelope, dict) else None
         if code is not None:
             assert isinstance(envelope, dict)

@@ -32,7 +32,7 @@ import yarl
 from aiohttp import web
 
 from ._config import SECRET_ENV, WEBHOOK_KEY_ENV
-from ._convert import CallbackParseError, WireFormat, wire
+from ._convert import NOT_JSON, CallbackParseError, WireFormat, parse_json, wire
 from ._delivery import Delivery, DeliveryBackend, DeliveryResult, InMemoryBackend
 from ._errors import WebhookVerificationError
 from ._models import CallbackEvent
@@ -378,9 +378,8 @@ class CallbackReceiver:
         self, ref: str, headers: Mapping[str, str], body: bytes
     ) -> Delivery | ReceiverResponse:
         """JSON, signature and shape: the delivery to publish, or the refusal."""
-        try:
-            payload = json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
+        payload = parse_json(body)
+        if payload is NOT_JSON:
             return self._bad_body("the body is not JSON")
         if self._webhook_key is not None:
             try:
