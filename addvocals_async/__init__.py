@@ -9,7 +9,13 @@ of the API for tests and demos.
 from ._client import AddVocalsClient
 from ._config import PollPolicy, RetryPolicy, is_testing, set_testing
 from ._convert import WireFormat
-from ._delivery import Delivery, DeliveryBackend, DeliveryResult, InMemoryBackend, Subscriber
+from ._delivery import (
+    Delivery,
+    DeliveryBackend,
+    DeliveryResult,
+    InMemoryBackend,
+    Subscriber,
+)
 from ._download import ProgressCallback
 from ._errors import (
     AddVocalsError,
@@ -17,6 +23,7 @@ from ._errors import (
     APIError,
     APITimeoutError,
     AuthenticationError,
+    DeliveryUnavailableError,
     InsufficientCreditsError,
     InvalidParametersError,
     MaintenanceError,
@@ -69,6 +76,7 @@ __all__ = [
     "Delivery",
     "DeliveryBackend",
     "DeliveryResult",
+    "DeliveryUnavailableError",
     "DetailsSource",
     "EventHook",
     "InMemoryBackend",

@@ -70,6 +70,12 @@ class Subscriber(Protocol):
         """Nothing more will come through this seam: waiters fall back to polling."""
         ...
 
+    def seam_available(self, available: bool) -> None:
+        """The seam's store was lost (``False``: waiters poll meanwhile) or is back
+        (``True``: callbacks flow again, and the backend replays what it kept). Called on
+        transitions only."""
+        ...
+
 
 class DeliveryBackend(Protocol):
     """The delivery seam. Implementations: ``InMemoryBackend`` (one process, default) and
@@ -87,7 +93,9 @@ class DeliveryBackend(Protocol):
 
     async def publish(self, delivery: Delivery) -> DeliveryResult:
         """Claim the delivery's URL for its task (``MISMATCH`` if another task owns it),
-        then hand it to the task's subscribers, or keep it for a later one."""
+        then hand it to the task's subscribers, or keep it for a later one. Raises
+        ``DeliveryUnavailableError`` when it cannot store the delivery right now: the
+        receiver then answers the sender with a retryable status instead of dropping it."""
         ...
 
     def subscribe(

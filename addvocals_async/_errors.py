@@ -16,7 +16,8 @@
     ├── TaskFailedError (.task_id, .code, .msg)    the task failed (error callback, failed status)
     ├── TaskTimeoutError (also TimeoutError) (.task_id, .stage)
     ├── WebhookVerificationError (also ValueError)
-    └── ReceiverClosedError
+    ├── ReceiverClosedError
+    └── DeliveryUnavailableError                  the delivery seam's store is unreachable
 
 No message built here ever contains an API key, an HMAC key or a receiver secret: errors
 carry what the API said and what the caller passed, never credentials.
@@ -33,6 +34,7 @@ __all__ = [
     "APITimeoutError",
     "AddVocalsError",
     "AuthenticationError",
+    "DeliveryUnavailableError",
     "InsufficientCreditsError",
     "InvalidParametersError",
     "MaintenanceError",
@@ -213,3 +215,8 @@ class WebhookVerificationError(AddVocalsError, ValueError):
 class ReceiverClosedError(AddVocalsError):
     """The callback receiver closed while a waiter still needed it and no polling fallback
     was available."""
+
+
+class DeliveryUnavailableError(AddVocalsError):
+    """The delivery seam's store cannot be reached right now (a backend over a server that
+    is down). Nothing was stored: the receiver answers 503, and the sender tries again."""

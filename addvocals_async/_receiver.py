@@ -33,8 +33,13 @@ from aiohttp import web
 
 from ._config import SECRET_ENV, WEBHOOK_KEY_ENV
 from ._convert import NOT_JSON, CallbackParseError, WireFormat, parse_json, wire
-from ._delivery import Delivery, DeliveryBackend, DeliveryResult, InMemoryBackend
-from ._errors import WebhookVerificationError
+from ._delivery import (
+    Delivery,
+    DeliveryBackend,
+    DeliveryResult,
+    InMemoryBackend,
+)
+from ._errors import DeliveryUnavailableError, WebhookVerificationError
 from ._models import CallbackEvent
 from ._signing import DEFAULT_TOLERANCE, Secret, TokenSigner, as_secret, verify_signature
 from ._validation import require_url
@@ -68,6 +73,7 @@ class ReceiverStats:
     rejected_body: int = 0
     rejected_signature: int = 0
     rejected_mismatch: int = 0
+    unavailable: int = 0  # answered 503: the delivery seam could not store them
     hook_errors: int = 0
 
     @property
@@ -110,6 +116,7 @@ def _reject(status: int, reason: str) -> ReceiverResponse:
 
 
 _FORBIDDEN = _reject(403, "invalid callback token")
+_UNAVAILABLE = _reject(503, "callback storage unavailable, retry later")
 
 
 class CallbackReceiver:
@@ -166,7 +173,8 @@ class CallbackReceiver:
         self.backend: DeliveryBackend = backend if backend is not None else InMemoryBackend()
         """The delivery seam callbacks are published on."""
         self._publish_now: Callable[[Delivery], DeliveryResult] | None = (
-            self.backend.publish_now if isinstance(self.backend, InMemoryBackend) else None
+            # Exactly the default: a subclass may override publish.
+            self.backend.publish_now if type(self.backend) is InMemoryBackend else None
         )
         self.on_event = on_event
         self.on_unclaimed = on_unclaimed
@@ -178,6 +186,7 @@ class CallbackReceiver:
         self._hooks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._in_flight = 0  # callback requests being received or handled right now
+        self._seam_down = False
         self._drained: asyncio.Event | None = None
 
     def __repr__(self) -> str:
@@ -304,7 +313,7 @@ class CallbackReceiver:
                 elif publish_now is not None:  # the in-memory seam: the common, fast path
                     response = self._answer(publish_now(checked), checked.event)
                 else:
-                    response = self._answer(await self.backend.publish(checked), checked.event)
+                    response = await self._publish(checked)
             else:  # chunked: count as it arrives
                 chunks = bytearray()
                 async for chunk in request.content.iter_chunked(65536):
@@ -369,10 +378,26 @@ class CallbackReceiver:
             return checked
         publish_now = self._publish_now
         if publish_now is not None:  # the in-memory seam: no coroutine on the hot path
-            outcome = publish_now(checked)
-        else:
-            outcome = await self.backend.publish(checked)
-        return self._answer(outcome, checked.event)
+            return self._answer(publish_now(checked), checked.event)
+        return await self._publish(checked)
+
+    async def _publish(self, delivery: Delivery) -> ReceiverResponse:
+        try:
+            outcome = await self.backend.publish(delivery)
+        except DeliveryUnavailableError as exc:
+            # Not stored: the sender must try again (it does, 1, 5 and 15 minutes on).
+            self.stats.unavailable += 1
+            self._log_unavailable(exc)
+            return _UNAVAILABLE
+        if self._seam_down:
+            self._seam_down = False
+            log.warning("the delivery seam is back: callbacks are stored again")
+        return self._answer(outcome, delivery.event)
+
+    def _log_unavailable(self, exc: DeliveryUnavailableError) -> None:
+        if not self._seam_down:  # once per outage, not once per callback
+            self._seam_down = True
+            log.error("the delivery seam is unavailable (%s): answering callbacks 503", exc)
 
     def _check_body(
         self, ref: str, headers: Mapping[str, str], body: bytes

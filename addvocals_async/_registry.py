@@ -143,6 +143,14 @@ class TaskRegistry:
             return DeliveryResult.MISMATCH  # another task's URL, even an old one
         return DeliveryResult.ACCEPTED if state.apply(event) else DeliveryResult.IGNORED
 
+    def seam_available(self, available: bool) -> None:
+        self._seam_open = available
+        for state in {*self._by_task.values(), *self._by_ref.values()}:
+            if available:
+                state.expect_callbacks()
+            else:
+                state.stop_expecting_callbacks()
+
     def seam_closed(self) -> None:
         self._seam_open = False
         states = {*self._by_task.values(), *self._by_ref.values()}

@@ -197,6 +197,13 @@ class TaskState:
         self.callbacks_expected = False
         self._notify()
 
+    def expect_callbacks(self) -> None:
+        """Callbacks flow again (the seam's store is back): waiters stop polling and give
+        them a fresh grace period."""
+        self.callbacks_expected = True
+        self.last_activity = time.monotonic()
+        self._notify()
+
     def on_terminal(self, callback: Callable[[TaskState], None] | None) -> None:
         """Run ``callback`` once when the task reaches a terminal stage (the registry's
         clean-up hook); at once if it already has."""

@@ -320,6 +320,9 @@ async def test_orphans_keep_one_event_of_each_type() -> None:
         def seam_closed(self) -> None:
             pass
 
+        def seam_available(self, available: bool) -> None:
+            pass
+
     backend.subscribe(Collect(), task_id=TASK)
     assert [d.event.callback_type for d in replayed] == ["text"]
 
