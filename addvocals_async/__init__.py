@@ -45,6 +45,7 @@ from ._models import (
     TaskResult,
     Track,
 )
+from ._pending import PendingStore, PendingSubmit, SQLitePendingStore
 from ._providers import PROVIDERS, LengthLimits, ProviderProfile
 from ._receiver import (
     RECEIVER_KEY,
@@ -85,6 +86,8 @@ __all__ = [
     "LengthLimits",
     "MaintenanceError",
     "NotFoundError",
+    "PendingStore",
+    "PendingSubmit",
     "PollPolicy",
     "ProgressCallback",
     "PromptTooLongError",
@@ -95,6 +98,7 @@ __all__ = [
     "ReceiverStats",
     "RequestValidationError",
     "RetryPolicy",
+    "SQLitePendingStore",
     "Secret",
     "ServerError",
     "Stage",

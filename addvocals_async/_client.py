@@ -11,9 +11,13 @@ It composes the parts below it and adds nothing of its own but argument checking
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -24,6 +28,7 @@ from ._download import ProgressCallback, download
 from ._errors import APIConnectionError, APIError, RequestValidationError
 from ._http import Transport
 from ._models import AddVocalsRequest, TaskDetails, Track
+from ._pending import PendingStore, PendingSubmit, SQLitePendingStore
 from ._providers import ProviderProfile, get_provider
 from ._receiver import CallbackReceiver
 from ._registry import DEFAULT_TTL, TaskRegistry
@@ -63,6 +68,7 @@ class AddVocalsClient:
         session: aiohttp.ClientSession | None = None,
         wire_format: WireFormat | None = None,
         task_ttl: float = DEFAULT_TTL,
+        pending_store: PendingStore | str | os.PathLike[str] | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key or not key.strip():
@@ -93,6 +99,21 @@ class AddVocalsClient:
         self._tasks = TaskRegistry(
             receiver.backend if receiver is not None else None, self.profile, ttl=task_ttl
         )
+        self._background: set[asyncio.Task[None]] = set()
+        self._owns_store = isinstance(pending_store, (str, os.PathLike))
+        self._pending: PendingStore | None = (
+            SQLitePendingStore(pending_store)
+            if isinstance(pending_store, (str, os.PathLike))
+            else pending_store
+        )
+        if self._pending is not None:
+            if receiver is None:
+                raise RequestValidationError(
+                    "pending_store",
+                    pending_store,
+                    "needs a receiver: a resumed task is found again through its callbacks",
+                )
+            self._tasks.terminal_listeners.append(self._forget_pending)
 
     def __repr__(self) -> str:
         return (
@@ -108,8 +129,30 @@ class AddVocalsClient:
 
     async def aclose(self) -> None:
         """Close the HTTP session (if the client made it). Tasks waiting on callbacks keep
-        waiting for them; they can no longer poll."""
+        waiting for them; they can no longer poll. Pending-store writes under way finish
+        first (within a few seconds); a store given as a path is closed."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=5.0)
+        if self._pending is not None and self._owns_store:
+            await self._pending.aclose()
         await self._transport.aclose()
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(self._logged(work))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("a pending-store write failed")
+
+    def _forget_pending(self, state: TaskState) -> None:
+        """A terminal listener: the task ended, so its submit need not be resumed."""
+        if self._pending is not None and state.ref is not None:
+            self._in_background(self._pending.remove(state.ref))
 
     @property
     def can_poll(self) -> bool:
@@ -171,13 +214,10 @@ class AddVocalsClient:
             )
         check_provider_lengths(request, self.profile)
         callback_url = callback_url or request.callback_url
-        registry = self._tasks
-        state = None
+        ref = None
         if callback_url is None and self.receiver is not None:
             fresh = self.receiver.new_callback_url()
-            # Before sending: a callback may beat the answer.
-            state = registry.expect(fresh.ref)
-            callback_url = fresh.url
+            ref, callback_url = fresh.ref, fresh.url
         callback_url = callback_url or self.callback_url
         if callback_url is None:
             raise RequestValidationError(
@@ -190,20 +230,109 @@ class AddVocalsClient:
         if body.get("callBackUrl") != callback_url:
             require_url("callback_url", callback_url)
             body["callBackUrl"] = callback_url
+        if ref is None:
+            task_id = await self._api.submit(body)
+            return VocalTask(TaskState(task_id, self.profile), self._api, self.poll_policy)
+        return await self._submit_with_callbacks(body, ref)
+
+    async def _submit_with_callbacks(self, body: dict[str, Any], ref: str) -> VocalTask:
+        registry, store = self._tasks, self._pending
+        state = registry.expect(ref)  # before sending: a callback may beat the answer
+        if store is not None:
+            try:
+                await store.record(PendingSubmit(ref=ref, request=body))
+            except BaseException:
+                registry.abandon(state)  # nothing was sent
+                raise
         try:
             task_id = await self._api.submit(body)
         except BaseException as exc:
-            if state is not None:
+            if _surely_not_created(exc):
                 registry.abandon(state)
-                known = state.task_id  # an early callback named the task
-                if known and isinstance(exc, (APIError, APIConnectionError)):
-                    exc.task_id = exc.task_id or known  # so client.task(id) can pick it up
+                if store is not None:
+                    self._in_background(store.remove(ref))
+            else:
+                # The task may exist: keep listening on its URL. Its callbacks name it,
+                # and client.recover(error) (or resume()) hands it over.
+                log.warning(
+                    "a submit failed after it may have reached the API (%s); "
+                    "client.recover(error) finds the task if one was created",
+                    type(exc).__name__,
+                )
+                if isinstance(exc, (APIError, APIConnectionError)):
+                    exc.callback_ref = ref
+            if isinstance(exc, (APIError, APIConnectionError)):
+                exc.task_id = exc.task_id or state.task_id  # an early callback named it
             raise
-        if state is None:
-            state = TaskState(task_id, self.profile)  # its callbacks go elsewhere: it polls
-        else:
-            state = await registry.bind(state, task_id)
+        state = await registry.bind(state, task_id)
+        if store is not None:
+            self._in_background(store.bind(ref, task_id))
         return VocalTask(state, self._api, self.poll_policy)
+
+    async def recover(
+        self, submit: APIError | APIConnectionError | str, *, timeout: float = 60.0
+    ) -> VocalTask | None:
+        """The task an ambiguous submit created, found by its callbacks.
+
+        ``submit`` is the error the submit raised with ``maybe_submitted=True`` (or its
+        ``callback_ref``). The callbacks of a task created anyway arrive at the URL that
+        submit was sent with and name the task; this waits up to ``timeout`` seconds for
+        the first of them (or asks the delivery seam, which may have seen one already) and
+        returns the task. ``None`` when none came: most likely nothing was created.
+        """
+        ref = submit if isinstance(submit, str) else submit.callback_ref
+        backend = self.receiver.backend if self.receiver is not None else None
+        if not ref or backend is None:
+            raise RequestValidationError(
+                "submit",
+                None,
+                "has no callback reference to recover by: only submits sent through this "
+                "client's receiver can be found by their callbacks",
+            )
+        if not timeout >= 0:
+            raise RequestValidationError("timeout", timeout, "must be a number of seconds >= 0")
+        state = self._tasks.awaiting(ref)
+        deadline = time.monotonic() + timeout
+        task_id = state.task_id or await backend.owner(ref)
+        while task_id is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await asyncio.wait([state.changed()], timeout=min(remaining, 1.0))
+            task_id = state.task_id or await backend.owner(ref)
+        state = await self._tasks.bind(state, task_id)
+        if self._pending is not None:
+            self._in_background(self._pending.bind(ref, task_id))
+        return VocalTask(state, self._api, self.poll_policy)
+
+    async def resume(self) -> list[VocalTask]:
+        """A task for every submit in the pending store: those submitted before a restart
+        or a crash, including ambiguous ones. A task whose submit answer was lost has
+        ``task_id_known`` False until its first callback names it; its waits work all the
+        same."""
+        store = self._pending
+        if store is None:
+            raise RequestValidationError(
+                "pending_store",
+                None,
+                "is needed to resume: AddVocalsClient(pending_store='tasks.db', receiver=...)",
+            )
+        backend = self.receiver.backend if self.receiver is not None else None
+        tasks = []
+        for record in await store.pending():
+            task_id = record.task_id
+            if task_id is None and backend is not None:
+                task_id = await backend.owner(record.ref)
+            if task_id is None:
+                state = self._tasks.awaiting(record.ref)
+            else:
+                state = self._tasks.attach(task_id, ref=record.ref)
+                if record.task_id is None:
+                    self._in_background(store.bind(record.ref, task_id))
+            tasks.append(
+                VocalTask(state, self._api, self.poll_policy, reattached=task_id is not None)
+            )
+        return tasks
 
     def task(self, task_id: str) -> VocalTask:
         """Re-attach to a task submitted earlier (another process, before a restart).
@@ -253,3 +382,13 @@ class AddVocalsClient:
             allow_stream=allow_stream,
             progress=progress,
         )
+
+
+def _surely_not_created(error: BaseException) -> bool:
+    """True when a failed submit surely created no task: refused before sending, or
+    answered with a rejection. A cancellation, a 5xx, a time-out after sending: maybe."""
+    if isinstance(error, RequestValidationError):
+        return True
+    if isinstance(error, (APIError, APIConnectionError)):
+        return not error.maybe_submitted
+    return False

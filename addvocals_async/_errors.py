@@ -85,6 +85,9 @@ class APIError(AddVocalsError):
     """
 
     maybe_submitted: bool = False
+    callback_ref: str | None = None
+    """The reference of the callback URL an ambiguous submit was sent with, which
+    ``client.recover(error)`` uses to find the task it created."""
 
     def __init__(
         self,
@@ -153,6 +156,9 @@ class APIConnectionError(AddVocalsError):
     written before the failure), so a new submit could pay twice. ``task_id`` is set when
     the task is known anyway (a callback named it before the answer was lost).
     """
+
+    callback_ref: str | None = None
+    """As ``APIError.callback_ref``: what ``client.recover(error)`` finds the task by."""
 
     def __init__(
         self, message: str, *, maybe_submitted: bool = False, task_id: str | None = None

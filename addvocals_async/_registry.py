@@ -105,6 +105,12 @@ class TaskRegistry:
             backend.unsubscribe(self, ref=ref)
         return state
 
+    def awaiting(self, ref: str) -> TaskState:
+        """The state of the submit sent with callback URL ``ref`` whose answer was lost:
+        its callbacks name the task. Made afresh (and subscribed) if none is kept here."""
+        state = self._by_ref.get(ref)
+        return state if state is not None else self.expect(ref)
+
     def abandon(self, state: TaskState) -> None:
         """The submit failed: stop routing its URL's callbacks here."""
         ref = state.ref
@@ -114,14 +120,17 @@ class TaskRegistry:
             if self._backend is not None:
                 self._backend.unsubscribe(self, ref=ref)
 
-    def attach(self, task_id: str) -> TaskState:
+    def attach(self, task_id: str, *, ref: str | None = None) -> TaskState:
         """The state of a task submitted earlier (another process, before a restart), to
-        which callbacks naming it are routed. One state per task id."""
+        which callbacks naming it are routed. One state per task id. ``ref``, when known
+        (from the pending store), is the one callback URL the task takes callbacks
+        through; without it, the first genuine URL that names the task becomes its own."""
         self._maybe_sweep()
         state = self._by_task.get(task_id)
         if state is not None:
             return state
         state = TaskState(task_id, self._profile, callbacks_expected=self._seam_open)
+        state.ref = ref
         if self._backend is not None and self._seam_open:
             self._by_task[task_id] = state
             state.on_terminal(self._on_terminal)

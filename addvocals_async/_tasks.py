@@ -279,8 +279,13 @@ class VocalTask:
 
     @property
     def task_id(self) -> str:
-        assert self._state.task_id is not None
-        return self._state.task_id
+        """The task's id; ``""`` only for a resumed submit whose answer was lost, until
+        its first callback names the task (``task.task_id_known``)."""
+        return self._state.task_id or ""
+
+    @property
+    def task_id_known(self) -> bool:
+        return self._state.task_id is not None
 
     @property
     def stage(self) -> Stage:
@@ -390,7 +395,7 @@ class VocalTask:
                 changed = state.changed()
                 await asyncio.wait([changed], timeout=min(sleep, remaining))
                 continue
-            if not self._source.can_poll:
+            if not self._can_poll():
                 if not state.callbacks_expected:
                     raise ReceiverClosedError(
                         f"task {self.task_id}: the receiver and the client are both closed, "
@@ -404,6 +409,10 @@ class VocalTask:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._poll(), remaining)
 
+    def _can_poll(self) -> bool:
+        # A task whose id no answer or callback has named yet cannot be asked about.
+        return self._state.task_id is not None and self._source.can_poll
+
     def _time_to_next_poll(self, now: float) -> float:
         if self._last_poll is None:
             return 0.0
@@ -416,7 +425,7 @@ class VocalTask:
         are logged and swallowed (a transient poll failure never fails a wait), except a
         rejected API key, which no amount of waiting fixes, and "not found" for a task
         re-attached by id that was never seen: most likely a wrong id."""
-        if not self._source.can_poll:
+        if not self._can_poll():
             return
         if self._poll_lock is None:
             self._poll_lock = asyncio.Lock()
