@@ -66,7 +66,12 @@ class AddVocalsAPI:
         except APIError as exc:
             exc.task_id = exc.task_id or task_id
             raise
-        return self._wire.structure_details(data, task_id)
+        try:
+            return self._wire.structure_details(data, task_id)
+        except Exception as exc:  # the converter reads loosely; anything left is garbage
+            raise APIConnectionError(
+                f"the details answer for task {task_id} could not be read: {type(exc).__name__}"
+            ) from exc
 
     async def credits(self) -> int:
         """The account's remaining credits."""

@@ -84,6 +84,15 @@ class AddVocalsClient:
         if callback_url is not None:
             require_url("callback_url", callback_url)
         self.callback_url = callback_url
+        if (
+            isinstance(request_timeout, bool)
+            or not isinstance(request_timeout, (int, float))
+            or not 0 < request_timeout < float("inf")
+        ):
+            # 0, a negative number or NaN would silently mean "no time limit at all".
+            raise RequestValidationError(
+                "request_timeout", request_timeout, "must be a positive, finite number of seconds"
+            )
         self.request_timeout = request_timeout
         self.retry_policy = retry or RetryPolicy()
         self.poll_policy = poll or PollPolicy()

@@ -117,7 +117,10 @@ class TokenSigner:
 def sign_webhook(task_id: str, timestamp: int, key: str | bytes | Secret) -> str:
     """kie's signature: ``base64(HMAC-SHA256(key, f"{task_id}.{timestamp}"))``."""
     raw = key.reveal() if isinstance(key, Secret) else key.encode() if isinstance(key, str) else key
-    digest = hmac.new(raw, f"{task_id}.{timestamp}".encode(), hashlib.sha256).digest()
+    # surrogatepass: a task id from a hostile body may hold a lone surrogate, which plain
+    # UTF-8 refuses; it then signs to something no genuine sender produced, never raises.
+    signed = f"{task_id}.{timestamp}".encode("utf-8", "surrogatepass")
+    digest = hmac.new(raw, signed, hashlib.sha256).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
