@@ -307,7 +307,7 @@ class AddVocalsClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            await asyncio.wait([state.changed()], timeout=min(remaining, 1.0))
+            await state.wait_changed(min(remaining, 1.0))
             task_id = state.task_id or await backend.owner(ref)
         state = await self._tasks.bind(state, task_id)
         if self._pending is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -74,6 +75,19 @@ def event_from_details(details: TaskDetails) -> CallbackEvent | None:
     )
 
 
+WAKE_BATCH = 512
+"""Waiters woken per loop iteration: each then runs a step of its own coroutine."""
+
+
+def _wake_all(waiters: list[asyncio.Future[None]], start: int = 0) -> None:
+    end = start + WAKE_BATCH
+    for waiter in waiters[start:end]:
+        if not waiter.done():
+            waiter.set_result(None)
+    if end < len(waiters):
+        asyncio.get_running_loop().call_soon(_wake_all, waiters, end)
+
+
 class TaskState:
     """The stage machine of one task. Applying events is synchronous and never blocks."""
 
@@ -81,9 +95,13 @@ class TaskState:
     # event arrives, so 100,000 tasks waiting for callbacks stay cheap.
     __slots__ = (
         "_changed",
+        "_deadlines",
         "_events",
         "_on_terminal",
         "_reached",
+        "_timer",
+        "_timer_at",
+        "_waiters",
         "callbacks_expected",
         "failure",
         "last_activity",
@@ -110,6 +128,10 @@ class TaskState:
         self.failure: TaskFailedError | None = None
         self.last_activity = time.monotonic()
         self._changed: asyncio.Future[None] | None = None
+        self._waiters: set[asyncio.Future[None]] | None = None
+        self._deadlines: list[tuple[float, int, asyncio.Future[None]]] | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         self._on_terminal: Callable[[TaskState], None] | None = None
 
     def __repr__(self) -> str:
@@ -230,10 +252,70 @@ class TaskState:
             self._changed = asyncio.get_running_loop().create_future()
         return self._changed
 
+    async def wait_changed(self, timeout: float) -> None:
+        """Sleep until the next change of this task, or ``timeout`` seconds.
+
+        Each waiter sleeps on a future of its own, kept in a set, so one that leaves
+        (timed out, cancelled) does so in O(1): many waiters sharing one future through
+        ``asyncio.wait`` each scan its callback list to leave, O(W²) when thousands time
+        out together. Deadlines share one timer per task (a heap), and wake-ups, from a
+        change or a deadline, go out in batches of ``WAKE_BATCH`` per loop iteration, so
+        100,000 waiters never stall the loop for the receiver.
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = set()
+        waiters.add(waiter)
+        when = loop.time() + timeout
+        deadlines = self._deadlines
+        if deadlines is None:
+            deadlines = self._deadlines = []
+        heapq.heappush(deadlines, (when, id(waiter), waiter))
+        if self._timer is None or when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = loop.call_at(when, self._expire), when
+        try:
+            await waiter
+        finally:
+            waiters.discard(waiter)
+
+    def _expire(self) -> None:
+        """The timer: wake the waiters whose deadline passed, a batch at a time."""
+        self._timer = None
+        deadlines = self._deadlines
+        if not deadlines:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        woken = 0
+        while deadlines and deadlines[0][0] <= now:
+            waiter = heapq.heappop(deadlines)[2]
+            if not waiter.done():
+                waiter.set_result(None)
+                woken += 1
+                if woken >= WAKE_BATCH:  # the rest in the next loop iteration
+                    self._timer, self._timer_at = loop.call_soon(self._expire), now
+                    return
+        if deadlines:
+            when = deadlines[0][0]
+            self._timer, self._timer_at = loop.call_at(when, self._expire), when
+
     def _notify(self) -> None:
         changed, self._changed = self._changed, None
         if changed is not None and not changed.done():
             changed.set_result(None)
+        waiters, self._waiters = self._waiters, None
+        if waiters:
+            # Every waiter with a deadline is in ``waiters``: woken now, their deadlines
+            # are all spent.
+            self._deadlines = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            _wake_all(list(waiters))
 
 
 class VocalTask:
@@ -380,8 +462,9 @@ class VocalTask:
             if remaining <= 0:
                 # The last chance, bounded as a whole: waiting for another waiter's poll
                 # to finish counts against it too.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._poll(), policy.final_poll_timeout)
+                if self._can_poll():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._poll(), policy.final_poll_timeout)
                 if done():
                     return
                 raise TaskTimeoutError(self.task_id, what, total)
@@ -392,8 +475,7 @@ class VocalTask:
             else:
                 sleep = self._time_to_next_poll(now)
             if sleep > 0:
-                changed = state.changed()
-                await asyncio.wait([changed], timeout=min(sleep, remaining))
+                await state.wait_changed(min(sleep, remaining))
                 continue
             if not self._can_poll():
                 if not state.callbacks_expected:
@@ -402,7 +484,7 @@ class VocalTask:
                         "so nothing can deliver the result"
                     )
                 # Callbacks can still arrive: wait for them until the deadline.
-                await asyncio.wait([state.changed()], timeout=remaining)
+                await state.wait_changed(remaining)
                 continue
             # A poll (its retries and backoff included) must not outlast the deadline; if
             # the deadline comes first, the loop goes on to the last-chance poll.
