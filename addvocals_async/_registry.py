@@ -147,8 +147,14 @@ class TaskRegistry:
         if state is None:
             return DeliveryResult.IGNORED
         if state.ref is None:
-            state.ref = delivery.ref  # a re-attached task: this URL is now its own
-        elif state.ref != delivery.ref:
+            # A task re-attached by id with no URL of its own on record: a genuine token
+            # proves the URL is one of ours, not that it is this task's (another task's
+            # old URL would do). Its content is not trusted; it only asks for a poll,
+            # whose answer is the API's own.
+            if event.stage is not None and not state.stage.is_terminal:
+                state.request_poll()
+            return DeliveryResult.IGNORED
+        if state.ref != delivery.ref:
             return DeliveryResult.MISMATCH  # another task's URL, even an old one
         return DeliveryResult.ACCEPTED if state.apply(event) else DeliveryResult.IGNORED
 

@@ -105,6 +105,7 @@ class TaskState:
         "callbacks_expected",
         "failure",
         "last_activity",
+        "poll_requested",
         "profile",
         "ref",
         "stage",
@@ -127,6 +128,7 @@ class TaskState:
         self._reached: dict[Stage, CallbackEvent] | None = None
         self.failure: TaskFailedError | None = None
         self.last_activity = time.monotonic()
+        self.poll_requested = False
         self._changed: asyncio.Future[None] | None = None
         self._waiters: set[asyncio.Future[None]] | None = None
         self._deadlines: list[tuple[float, int, asyncio.Future[None]]] | None = None
@@ -213,6 +215,13 @@ class TaskState:
             msg,
             status=status if isinstance(status, str) else None,
         )
+
+    def request_poll(self) -> None:
+        """Something says the task moved, through a channel not trusted with its content
+        (a callback on a URL not proven to be this task's): waiters poll as soon as the
+        poll schedule allows."""
+        self.poll_requested = True
+        self._notify()
 
     def stop_expecting_callbacks(self) -> None:
         """The receiver went away: wake the waiters so they poll from now on."""
@@ -395,6 +404,7 @@ class VocalTask:
         return await self._refresh(attempts=None)
 
     async def _refresh(self, *, attempts: int | None) -> TaskDetails:
+        self._state.poll_requested = False  # a request during this poll asks for another
         details = await self._source.details(self.task_id, attempts=attempts)
         event = event_from_details(details)
         if event is not None:
@@ -468,7 +478,11 @@ class VocalTask:
                 if done():
                     return
                 raise TaskTimeoutError(self.task_id, what, total)
-            if state.callbacks_expected and not (self._reattached and self._last_poll is None):
+            if (
+                state.callbacks_expected
+                and not state.poll_requested
+                and not (self._reattached and self._last_poll is None)
+            ):
                 # Callbacks flowing: stay quiet. Silent for `grace`: poll on the schedule.
                 quiet_for = now - state.last_activity
                 sleep = max(policy.grace_period - quiet_for, self._time_to_next_poll(now))

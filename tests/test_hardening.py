@@ -110,17 +110,22 @@ async def test_an_old_url_cannot_reach_another_registered_task() -> None:
     await receiver.aclose()
 
 
-async def test_a_reattached_task_keeps_to_the_first_url_that_reaches_it() -> None:
+async def test_a_reattached_task_takes_no_content_from_a_url_not_proven_its_own() -> None:
+    """After a restart, client.task(id) has no URL of its own on record. A genuine token
+    proves a URL is this receiver's, not this task's: another task's old URL (from a proxy
+    log, or the callBackUrl record-info echoes) must not complete it with forged tracks.
+    Such a callback only asks for a poll."""
     receiver = CallbackReceiver(secret=SECRET, public_url="https://hooks.example.org/av")
-    # As after a restart: genuine URLs, no live registration for either.
     first_url = receiver.new_callback_url()
     other_url = receiver.new_callback_url()
     attached = TaskRegistry(receiver.backend, get_provider("apibox")).attach(TASK)
     text = json.dumps(callback(TASK, "text")).encode()
     assert (await receiver.handle_token(token_of(first_url.url), {}, text)).status == 200
     forged = json.dumps(callback(TASK, "complete")).encode()
-    assert (await receiver.handle_token(token_of(other_url.url), {}, forged)).status == 403
-    assert attached.stage is Stage.TEXT
+    assert (await receiver.handle_token(token_of(other_url.url), {}, forged)).status == 200
+    assert attached.stage is Stage.PENDING  # nothing applied from either
+    assert attached.poll_requested  # but the waiters ask the API now
+    assert receiver.stats.accepted == 0
     await receiver.aclose()
 
 

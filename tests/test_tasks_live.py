@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import attrs
 import pytest
 import yarl
@@ -238,14 +239,17 @@ async def test_restarted_receiver_with_the_same_secret_gets_the_callbacks() -> N
             assert again.stage is Stage.PENDING
             result = await again.complete(timeout=5)
             await sim.wait_idle()
-            assert (result.stage, result.source) == (Stage.COMPLETE, "callback")
+            # Re-attached by id, the task has no URL of its own on record: the genuine
+            # complete callback is not trusted with the result (another task's old URL
+            # would pass the token check too), but it triggers a poll at once, well
+            # within the 30 s grace period, and the API's own answer completes the task.
+            assert (result.stage, result.source) == (Stage.COMPLETE, "poll")
             assert [t.id for t in result.tracks] == [t.id for t in sim.tasks[task_id].tracks]
-            assert receiver_b.stats.accepted == 1
+            assert receiver_b.stats.ignored == 1
             assert receiver_b.stats.rejected == 0
-            # Re-attached, it asked record-info once at once (FIRST_SUCCESS by then), then
-            # waited: the grace period is long, and the complete came as a callback.
-            assert await event_log(again) == [("first", "poll"), ("complete", "callback")]
-            assert len(details_times(sim, task_id)) == 1
+            # Record-info once at once (FIRST_SUCCESS by then), once more on the callback.
+            assert await event_log(again) == [("first", "poll"), ("complete", "poll")]
+            assert len(details_times(sim, task_id)) == 2
             # The complete callback went to the URL the task was submitted with.
             (delivery,) = sim.deliveries_for(task_id, "complete")
             assert (delivery.url, delivery.status) == (sim.tasks[task_id].callback_url, 200)
@@ -332,3 +336,45 @@ async def test_receiver_and_client_closed_raise_receiver_closed_error() -> None:
         # The stage reached before is still there.
         assert (await task.first(timeout=1)).stage is Stage.FIRST
         assert task.stage is Stage.FIRST
+
+
+async def test_a_reattached_task_is_not_completed_through_another_tasks_old_url() -> None:
+    """The attack on a restarted worker: a genuine old URL of task B (from a proxy log, or
+    the callBackUrl record-info echoes) carries a forged complete for task A, with the
+    attacker's track URLs. A, re-attached by id, must resolve with the API's tracks."""
+    async with Simulator(speed=1000, seed=0, stage_times=LATE_COMPLETE) as sim:
+        receiver_a = CallbackReceiver(secret=SECRET)
+        await receiver_a.start()
+        port = yarl.URL(receiver_a.url).port
+        async with client_for(sim, receiver_a) as client_a:
+            victim = await client_a.add_vocals(**REQUEST)
+            other = await client_a.add_vocals(**REQUEST)
+            await asyncio.gather(victim.first(timeout=5), other.first(timeout=5))
+        await receiver_a.aclose()
+        old_url = sim.tasks[other.task_id].callback_url
+
+        no_poll = PollPolicy(grace=30.0, initial=0.1, maximum=0.3, min_interval=0.05)
+        async with (
+            CallbackReceiver(secret=SECRET, port=port or 0) as receiver_b,
+            client_for(sim, receiver_b, no_poll) as client_b,
+        ):
+            again = client_b.task(victim.task_id)
+            await again.first(timeout=5)  # the first poll, at once
+            forged = {
+                "code": 200,
+                "msg": "All generated successfully.",
+                "data": {
+                    "callbackType": "complete",
+                    "task_id": victim.task_id,
+                    "data": [{"id": "evil", "audio_url": "https://attacker.example/x.mp3"}],
+                },
+            }
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(old_url, json=forged) as answer,
+            ):
+                assert answer.status == 200  # a genuine token: acknowledged, not trusted
+            result = await again.complete(timeout=5)
+            assert result.source == "poll"
+            assert "evil" not in [t.id for t in result.tracks]
+            assert [t.id for t in result.tracks] == [t.id for t in sim.tasks[victim.task_id].tracks]
