@@ -40,6 +40,7 @@ from ._delivery import (
     InMemoryBackend,
 )
 from ._errors import DeliveryUnavailableError, WebhookVerificationError
+from ._guard import ConnectionGuard, GuardedSite, default_max_connections
 from ._models import CallbackEvent
 from ._signing import DEFAULT_TOLERANCE, Secret, TokenSigner, as_secret, verify_signature
 from ._validation import require_url
@@ -74,6 +75,7 @@ class ReceiverStats:
     rejected_signature: int = 0
     rejected_mismatch: int = 0
     unavailable: int = 0  # answered 503: the delivery seam could not store them
+    disconnected: int = 0  # the sender went away before its body arrived
     hook_errors: int = 0
 
     @property
@@ -148,6 +150,9 @@ class CallbackReceiver:
         on_unclaimed: EventHook | None = None,
         wire_format: WireFormat | None = None,
         shutdown_timeout: float = 5.0,
+        receive_timeout: float = 10.0,
+        max_connections: int | None = None,
+        keepalive_timeout: float = 15.0,
     ) -> None:
         if public_url is not None:
             require_url("public_url", public_url)
@@ -181,6 +186,20 @@ class CallbackReceiver:
         self.stats = ReceiverStats()
         self._wire = wire_format or wire
         self._shutdown_timeout = shutdown_timeout
+        for name, value in (
+            ("receive_timeout", receive_timeout),
+            ("keepalive_timeout", keepalive_timeout),
+        ):
+            if not 0 < value < float("inf"):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections!r}")
+        self.keepalive_timeout = keepalive_timeout
+        self._guard: ConnectionGuard | None = None
+        self._guard_settings = (
+            max_connections if max_connections is not None else default_max_connections(),
+            receive_timeout,
+        )
         self._runner: web.AppRunner | None = None
         self._bound_url: yarl.URL | None = None
         self._hooks: set[asyncio.Task[None]] = set()
@@ -211,10 +230,19 @@ class CallbackReceiver:
         app = web.Application(client_max_size=self.max_body_size + 1)
         self.mount(app, path=self.path, close_with_app=False)
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self._shutdown_timeout,
+            # Also how long a new connection may go without a whole request's headers.
+            keepalive_timeout=self.keepalive_timeout,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        max_connections, receive_timeout = self._guard_settings
+        self._guard = ConnectionGuard(
+            max_connections=max_connections, receive_timeout=receive_timeout
+        )
+        site = GuardedSite(runner, self.host, self.port, self._guard)
         try:
             await site.start()
         except BaseException:
@@ -297,6 +325,8 @@ class CallbackReceiver:
 
     async def _aiohttp_handler(self, request: web.Request) -> web.Response:
         self._in_flight += 1  # counted so that aclose() lets it finish
+        guard = self._guard
+        transport = request.transport
         try:
             ref = self._ref_for(request.match_info["token"])  # before reading a single byte
             length = request.content_length
@@ -304,9 +334,25 @@ class CallbackReceiver:
                 response = _FORBIDDEN
             elif length is not None and length > self.max_body_size:
                 response = self._too_large()
-            elif length is not None:
-                body = await request.read()
-                checked = self._check_body(ref, request.headers, body)
+            else:
+                if guard is not None:
+                    guard.request_started(transport)
+                if length is not None:
+                    body = await request.read()
+                else:  # chunked: count as it arrives
+                    chunks = bytearray()
+                    async for chunk in request.content.iter_chunked(65536):
+                        chunks += chunk
+                        if len(chunks) > self.max_body_size:
+                            break
+                    body = bytes(chunks)
+                if guard is not None:
+                    guard.request_received(transport)
+                checked = (
+                    self._too_large()
+                    if len(body) > self.max_body_size
+                    else self._check_body(ref, request.headers, body)
+                )
                 publish_now = self._publish_now
                 if isinstance(checked, ReceiverResponse):
                     response = checked
@@ -314,15 +360,11 @@ class CallbackReceiver:
                     response = self._answer(publish_now(checked), checked.event)
                 else:
                     response = await self._publish(checked)
-            else:  # chunked: count as it arrives
-                chunks = bytearray()
-                async for chunk in request.content.iter_chunked(65536):
-                    chunks += chunk
-                    if len(chunks) > self.max_body_size:
-                        response = self._too_large()
-                        break
-                else:
-                    response = await self._handle_body(ref, request.headers, bytes(chunks))
+        except ConnectionError:
+            # The sender went away mid-body, or its receive deadline closed the connection:
+            # nobody is left to answer, and nothing to log but a count.
+            self.stats.disconnected += 1
+            return web.Response(status=400)
         finally:
             self._in_flight -= 1
             if not self._in_flight and self._drained is not None:

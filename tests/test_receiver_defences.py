@@ -1,0 +1,112 @@
+"""The embedded receiver's socket under hostile connections, over real TCP on loopback:
+headers that never finish, bodies that trickle, floods of idle connections, senders that
+vanish mid-body. Genuine callbacks must still be answered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiohttp
+import pytest
+import yarl
+from helpers import registered
+
+from addvocals_async import CallbackReceiver, Stage
+
+SECRET = "defences-secret-0123456789abcdef"
+TASK = "d" * 32
+
+
+def text_callback(task_id: str) -> bytes:
+    body = {"code": 200, "msg": "ok", "data": {"callbackType": "text", "task_id": task_id}}
+    return json.dumps(body).encode()
+
+
+async def connect(receiver: CallbackReceiver) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    url = yarl.URL(receiver.url)
+    assert url.host is not None
+    assert url.port is not None
+    return await asyncio.open_connection(url.host, url.port)
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float = 5.0) -> bool:
+    """True when the server closes the connection (EOF or reset) within ``within``."""
+    try:
+        while await asyncio.wait_for(reader.read(1024), within):
+            pass
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return True
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
+async def test_headers_that_never_finish_are_cut() -> None:
+    async with CallbackReceiver(
+        secret=SECRET, receive_timeout=0.3, keepalive_timeout=0.3
+    ) as receiver:
+        reader, writer = await connect(receiver)
+        writer.write(b"POST /addvocals/cb/x HTTP/1.1\r\nHost: h\r\n")  # and never the rest
+        await writer.drain()
+        assert await closed_by_server(reader)
+        writer.close()
+
+
+async def test_a_trickling_body_with_a_genuine_token_is_cut() -> None:
+    async with CallbackReceiver(secret=SECRET, receive_timeout=0.3) as receiver:
+        state, url = await registered(receiver, TASK)
+        path = yarl.URL(url).path
+        reader, writer = await connect(receiver)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: 200\r\n\r\n".encode()
+            + b'{"code": 200'
+        )
+        await writer.drain()
+        assert await closed_by_server(reader)
+        writer.close()
+        assert state.stage is Stage.PENDING
+    assert receiver.stats.disconnected == 1
+
+
+async def test_a_flood_of_idle_connections_makes_room_for_genuine_callbacks() -> None:
+    async with CallbackReceiver(
+        secret=SECRET, max_connections=20, receive_timeout=30, keepalive_timeout=30
+    ) as receiver:
+        state, url = await registered(receiver, TASK)
+        idle = [await connect(receiver) for _ in range(60)]
+        for _, writer in idle:
+            writer.write(b"POST /addvocals/cb/x HTTP/1.1\r\n")  # half-open, never finished
+        await asyncio.gather(*(writer.drain() for _, writer in idle))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=text_callback(TASK)) as answer,
+        ):
+            assert answer.status == 200
+        assert state.stage is Stage.TEXT
+        closed = await asyncio.gather(*(closed_by_server(reader, 2.0) for reader, _ in idle))
+        assert sum(closed) >= 40  # the oldest idle ones made room
+        for _, writer in idle:
+            writer.close()
+
+
+async def test_a_sender_vanishing_mid_body_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with CallbackReceiver(secret=SECRET) as receiver:
+        _, url = await registered(receiver, TASK)
+        path = yarl.URL(url).path
+        with caplog.at_level(logging.DEBUG):
+            _, writer = await connect(receiver)
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n".encode() + b"{}"
+            )
+            await writer.drain()
+            writer.transport.abort()
+            for _ in range(50):
+                if receiver.stats.disconnected:
+                    break
+                await asyncio.sleep(0.01)
+        assert receiver.stats.disconnected == 1
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
