@@ -25,6 +25,7 @@ import inspect
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
@@ -107,6 +108,44 @@ class CallbackURL:
 
     ref: str
     url: str
+
+
+class RejectionLog:
+    """Rejections logged without letting a flood write a line per request: the first of
+    each kind in a window is logged at once, the rest are counted and summed up in one
+    line when the window has passed (or the receiver closes). Text from outside (task
+    ids, parse errors) is logged ``ascii()``-escaped, so it cannot forge log lines."""
+
+    def __init__(self, window: float = 60.0) -> None:
+        self.window = window
+        self._counts: dict[str, int] = {}
+        self._since: dict[str, float] = {}
+
+    def refused(self, kind: str, detail: str = "") -> None:
+        now = time.monotonic()
+        since = self._since.get(kind)
+        if since is None or now - since >= self.window:
+            self._summarize(kind)
+            self._since[kind] = now
+            log.warning("refused a callback: %s%s", kind, f" ({detail})" if detail else "")
+        else:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+
+    def _summarize(self, kind: str) -> None:
+        count = self._counts.pop(kind, 0)
+        if count:
+            log.warning(
+                "refused %d more callbacks (%s) in the last %.0f s", count, kind, self.window
+            )
+
+    def flush(self) -> None:
+        for kind in list(self._counts):
+            self._summarize(kind)
+
+
+def outside(text: object, limit: int = 80) -> str:
+    """Text that came from outside, safe to log: cut, newlines and surrogates escaped."""
+    return ascii(str(text)[:limit])
 
 
 _RECEIVED = ReceiverResponse(200, {"status": "received"})
@@ -206,6 +245,7 @@ class CallbackReceiver:
         self._closed = False
         self._in_flight = 0  # callback requests being received or handled right now
         self._seam_down = False
+        self._rejections = RejectionLog()
         self._drained: asyncio.Event | None = None
 
     def __repr__(self) -> str:
@@ -277,6 +317,7 @@ class CallbackReceiver:
             await self._drain()
             await runner.cleanup()
         await self.backend.aclose()
+        self._rejections.flush()
         if self._hooks:
             await asyncio.wait(self._hooks, timeout=self._shutdown_timeout)
             for task in self._hooks:
@@ -409,7 +450,7 @@ class CallbackReceiver:
         ref = self._signer.check(token)
         if ref is None:
             self.stats.rejected_token += 1
-            log.warning("refused a callback with an invalid URL token")
+            self._rejections.refused("invalid URL token")
         return ref
 
     async def _handle_body(
@@ -458,7 +499,7 @@ class CallbackReceiver:
                 )
             except WebhookVerificationError as exc:
                 self.stats.rejected_signature += 1
-                log.warning("refused a callback: %s", exc)
+                self._rejections.refused("signature check failed", outside(exc, 200))
                 return _reject(401, "signature check failed")
         try:
             event = self._wire.structure_callback(payload)
@@ -469,7 +510,9 @@ class CallbackReceiver:
     def _answer(self, outcome: DeliveryResult, event: CallbackEvent) -> ReceiverResponse:
         if outcome is DeliveryResult.MISMATCH:
             self.stats.rejected_mismatch += 1
-            log.warning("refused a callback for task %s sent to another task's URL", event.task_id)
+            self._rejections.refused(
+                "task id does not match the callback URL", outside(event.task_id)
+            )
             return _reject(403, "task id does not match the callback URL")
         if outcome is DeliveryResult.ACCEPTED:
             self.stats.accepted += 1
@@ -481,17 +524,21 @@ class CallbackReceiver:
                 self._spawn_hook(self.on_unclaimed, event)
         else:
             self.stats.ignored += 1
-            log.debug("ignored a %s callback for task %s", event.callback_type, event.task_id)
+            log.debug(
+                "ignored a %s callback for task %s",
+                outside(event.callback_type),
+                outside(event.task_id),
+            )
         return _RECEIVED
 
     def _too_large(self) -> ReceiverResponse:
         self.stats.rejected_size += 1
-        log.warning("refused a callback body over %d bytes", self.max_body_size)
+        self._rejections.refused(f"body over {self.max_body_size} bytes")
         return _reject(413, "body too large")
 
     def _bad_body(self, reason: str) -> ReceiverResponse:
         self.stats.rejected_body += 1
-        log.warning("refused a malformed callback: %s", reason)
+        self._rejections.refused("malformed body", outside(reason, 200))
         return _reject(400, reason)
 
     def _spawn_hook(self, hook: EventHook, event: CallbackEvent) -> None:
@@ -506,7 +553,7 @@ class CallbackReceiver:
                 await result
         except Exception:
             self.stats.hook_errors += 1
-            log.exception("the on_event hook failed for task %s", event.task_id)
+            log.exception("the on_event hook failed for task %s", outside(event.task_id))
 
 
 RECEIVER_KEY: web.AppKey[CallbackReceiver] = web.AppKey("addvocals_receiver", CallbackReceiver)

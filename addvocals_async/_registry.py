@@ -80,7 +80,7 @@ class TaskRegistry:
         ref = state.ref
         if state.task_id is not None and state.task_id != task_id:
             log.warning(
-                "a callback for task %s reached the URL of task %s before its submit "
+                "a callback for task %a reached the URL of task %a before its submit "
                 "returned; it was set aside",
                 state.task_id,
                 task_id,
@@ -183,7 +183,7 @@ class TaskRegistry:
             try:
                 listener(state)
             except Exception:
-                log.exception("a terminal listener failed for task %s", state.task_id)
+                log.exception("a terminal listener failed for task %a", state.task_id)
 
     def _forget(self, state: TaskState) -> None:
         backend = self._backend

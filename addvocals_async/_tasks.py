@@ -539,8 +539,8 @@ class VocalTask:
             except NotFoundError:
                 if self._reattached and not self._state.events:
                     raise
-                log.info("poll of task %s: not found yet, will retry", self.task_id)
+                log.info("poll of task %a: not found yet, will retry", self.task_id)
             except (AddVocalsError, asyncio.TimeoutError) as exc:
-                log.info("poll of task %s failed, will retry: %s", self.task_id, exc)
+                log.info("poll of task %a failed, will retry: %a", self.task_id, str(exc))
             finally:
                 self._last_poll = time.monotonic()

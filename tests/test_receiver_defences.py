@@ -110,3 +110,36 @@ async def test_a_sender_vanishing_mid_body_logs_no_error(
                 await asyncio.sleep(0.01)
         assert receiver.stats.disconnected == 1
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_flood_of_forged_callbacks_writes_two_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = CallbackReceiver(secret=SECRET, public_url="https://hooks.example.org/av")
+    with caplog.at_level(logging.WARNING, logger="addvocals_async"):
+        for i in range(500):
+            answer = await receiver.handle(f"/av/cb/forged{i}.mac", {}, b"{}")
+            assert answer.status == 403
+        await receiver.aclose()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2  # the first one at once, the rest summed up
+    assert "invalid URL token" in lines[0]
+    assert "refused 499 more callbacks" in lines[1]
+    assert receiver.stats.rejected_token == 500
+
+
+async def test_text_from_outside_cannot_forge_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with CallbackReceiver(secret=SECRET) as receiver:
+        _, url = await registered(receiver, TASK)
+        hostile = "x\n2026-01-01 CRITICAL forged line \udcff"
+        body = {"code": 200, "msg": "", "data": {"callbackType": "text", "task_id": hostile}}
+        with caplog.at_level(logging.DEBUG, logger="addvocals_async"):
+            answer = await receiver.handle(yarl.URL(url).path, {}, json.dumps(body).encode())
+        assert answer.status == 403  # another task id than the URL's
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("does not match" in m for m in messages)
+    for message in messages:
+        assert "\n" not in message
+        message.encode("utf-8")  # no lone surrogate reaches a handler
