@@ -155,7 +155,9 @@ class _Watch:
         self.joining: list[Subscriber] = []
         self.replaying: list[Subscriber] = []
         self.buffer: list[tuple[tuple[str, str], Delivery]] = []
-        self.seen: set[tuple[str, str]] = set()
+        # What each entry did to ``live`` (the publisher of an entry the feed brought
+        # first learns it here).
+        self.seen: dict[tuple[str, str], DeliveryResult | None] = {}
 
     def __len__(self) -> int:
         return len(self.live) + len(self.joining) + len(self.replaying)
@@ -182,6 +184,8 @@ class RedisBackend:
     - ``feed_length``: the approximate cap of the shared feed (default 10,000 entries);
     - ``block``: seconds one ``XREAD`` blocks (default 1 s);
     - ``reconnect_max``: the longest pause between reconnection attempts (default 2 s);
+    - ``max_connections``: the pool's size when made from a URL (default 64; a burst
+      beyond it waits for a free connection);
     - ``wire_format``: the converter used to store events (default: the package's).
     """
 
@@ -195,6 +199,7 @@ class RedisBackend:
         feed_length: int = 10_000,
         block: float = 1.0,
         reconnect_max: float = 2.0,
+        max_connections: int = 64,
         wire_format: WireFormat | None = None,
     ) -> None:
         if ttl < 1:
@@ -205,14 +210,18 @@ class RedisBackend:
         if isinstance(redis, str):
             self.url = redact_url(redis)
             try:
-                self._redis: Client = aioredis.Redis.from_url(
+                # A bounded pool that makes a burst wait for a connection rather than fail.
+                pool = aioredis.BlockingConnectionPool.from_url(
                     redis,
+                    max_connections=max_connections,
+                    timeout=5,
                     socket_timeout=max(5.0, block + 4.0),
                     socket_connect_timeout=2.0,
                     # One retry on a fresh connection: a pooled one may be dead after a
                     # Redis restart. Longer outages are this backend's to handle.
                     retry=Retry(NoBackoff(), 1),
                 )
+                self._redis: Client = aioredis.Redis.from_pool(pool)
             except ValueError:
                 raise ValueError(f"not a Redis URL: {self.url}") from None
         else:
@@ -439,15 +448,17 @@ class RedisBackend:
             return None
         mark = (entry.task_id, entry.sid)
         if mark in watch.seen:
-            return DeliveryResult.IGNORED
-        watch.seen.add(mark)
+            # Already handed over (the feed can beat the publisher's own answer): what it did.
+            return watch.seen[mark] or DeliveryResult.IGNORED
+        watch.seen[mark] = None
         if delivery is None:
             delivery = self._decode(entry)
             if delivery is None:
                 return DeliveryResult.IGNORED
         if watch.replaying:
             watch.buffer.append((mark, delivery))
-        return _deliver_to(watch.live, delivery)
+        outcome = watch.seen[mark] = _deliver_to(watch.live, delivery)
+        return outcome
 
     def _decode(self, entry: _Entry) -> Delivery | None:
         try:
@@ -488,8 +499,12 @@ class RedisBackend:
                         await self._replay()
                     if not self._dirty and not pending.done():
                         waiter = asyncio.ensure_future(wanted.wait())
-                        await asyncio.wait({pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                        waiter.cancel()
+                        try:
+                            await asyncio.wait(
+                                {pending, waiter}, return_when=asyncio.FIRST_COMPLETED
+                            )
+                        finally:
+                            waiter.cancel()
                         wanted.clear()
                     if pending.done():
                         done, pending = pending, None
@@ -614,10 +629,9 @@ class RedisBackend:
                 delivery = self._decode(entry)
                 if delivery is None:
                     continue
+                outcomes = [subscriber.deliver(delivery) for subscriber in targets]
                 if fresh:
-                    watch.seen.add(mark)
-                for subscriber in targets:
-                    subscriber.deliver(delivery)
+                    watch.seen[mark] = _best(outcomes)
             for mark, delivery in watch.buffer:
                 if mark not in replayed:
                     for subscriber in joiners:
@@ -666,10 +680,13 @@ def _messages(messages: Any) -> Iterable[tuple[Any, Mapping[Any, Any]]]:
         yield raw_id, raw_fields
 
 
-def _deliver_to(subscribers: Sequence[Subscriber], delivery: Delivery) -> DeliveryResult | None:
+def _deliver_to(subscribers: Sequence[Subscriber], delivery: Delivery) -> DeliveryResult:
     if not subscribers:
         return DeliveryResult.ACCEPTED  # joining: their replay brings it
-    outcomes = [subscriber.deliver(delivery) for subscriber in subscribers]
+    return _best([subscriber.deliver(delivery) for subscriber in subscribers])
+
+
+def _best(outcomes: Sequence[DeliveryResult]) -> DeliveryResult:
     for wanted in (DeliveryResult.ACCEPTED, DeliveryResult.MISMATCH):
         if wanted in outcomes:
             return wanted
