@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench install clean
+.PHONY: test demo lint typecheck pytest bench install clean redis
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy addvocals_async tests examples benchmarks
 
-pytest: $(STAMP)
+# The Redis tests and benchmarks start a real redis-server of their own (on a free loopback
+# port, persistence off); install the Debian package when it is missing. Quiet when present.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server is missing: installing the Debian package redis-server (apt-get)..."; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null && \
+	  echo "installed $$(redis-server --version | cut -d' ' -f1-3)" || \
+	  echo "could not install redis-server: the Redis tests will skip (fail under CI)"; }
+
+pytest: $(STAMP) redis
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
@@ -30,7 +41,7 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(BIN)/addvocals demo
 
-bench: $(STAMP)
+bench: $(STAMP) redis
 	$(BIN)/python -m benchmarks
 
 clean:

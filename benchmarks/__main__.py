@@ -7,14 +7,22 @@ import asyncio
 import json
 import sys
 
-from . import pending_memory, receiver_throughput
+from . import pending_memory, receiver_throughput, redis_seam
 
 
 async def main(quick: bool) -> int:
     throughput = await receiver_throughput.run(n=300 if quick else 3000, rounds=1 if quick else 5)
     memory = await pending_memory.run(n=2000 if quick else 100_000)
-    print(json.dumps({"receiver_throughput": throughput, "pending_memory": memory}, indent=2))
+    seam = await redis_seam.run(quick)
+    figures = {"receiver_throughput": throughput, "pending_memory": memory, "redis_seam": seam}
+    print(json.dumps(figures, indent=2))
     missed = []
+    if "skipped" not in seam:
+        redis_ratio, p99 = seam["throughput"]["ratio"], seam["latency"]["p99_ms"]
+        if redis_ratio < redis_seam.GOAL_THROUGHPUT:
+            missed.append(f"Redis receiver throughput {redis_ratio:.2f}x < 0.6x")
+        if p99 > redis_seam.GOAL_P99_MS:
+            missed.append(f"cross-process p99 {p99:.1f} ms > {redis_seam.GOAL_P99_MS} ms")
     if throughput["ratio"] < throughput["goal"]:
         missed.append(f"receiver throughput {throughput['ratio']:.2f}x < {throughput['goal']}x")
     if memory["memory_ratio"] > memory["memory_goal"]:

@@ -1,15 +1,18 @@
 """One server of the throughput benchmark, in a process of its own:
 ``python -m benchmarks._server KIND N JOBS_FILE``.
 
-KIND is ``bare``, ``parse_only`` or ``receiver``. It prepares N pending tasks, writes the
-N callbacks to send (``[url, body]`` pairs) to JOBS_FILE, prints ``ready``, and on ``go``
-(stdin) starts counting its own CPU time; on ``stop`` it prints a JSON line with the CPU
-seconds used and how many callbacks it handled, and exits."""
+KIND is ``bare``, ``parse_only``, ``receiver`` or ``receiver_redis`` (the receiver over a
+``RedisBackend`` at ``$ADDVOCALS_BENCH_REDIS``, keys under a prefix of its own). It
+prepares N pending tasks, writes the N callbacks to send (``[url, body]`` pairs) to
+JOBS_FILE, prints ``ready``, and on ``go`` (stdin) starts counting its own CPU time; on
+``stop`` it prints a JSON line with the CPU seconds used and how many callbacks it
+handled, and exits."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import sys
 import time
@@ -37,8 +40,15 @@ async def main(kind: str, n: int, jobs_file: str) -> None:
     handled = 0
     receiver: CallbackReceiver | None = None
     runner: web.AppRunner | None = None
-    if kind == "receiver":
-        receiver = CallbackReceiver(secret=secrets.token_bytes(32))
+    if kind in ("receiver", "receiver_redis"):
+        backend = None
+        if kind == "receiver_redis":
+            from addvocals_async.redis import RedisBackend
+
+            prefix = f"bench-{secrets.token_hex(4)}:"
+            backend = RedisBackend(os.environ["ADDVOCALS_BENCH_REDIS"], prefix=prefix)
+            await backend.connect()
+        receiver = CallbackReceiver(secret=secrets.token_bytes(32), backend=backend)
         await receiver.start()
         registry = TaskRegistry(receiver.backend, get_provider("apibox"))
         for _ in range(n):

@@ -54,12 +54,14 @@ def callback_body(task_id: str) -> str:
 SERVERS = ("bare", "parse_only", "receiver")
 
 
-async def _round(n: int, concurrency: int) -> dict[str, dict[str, float]]:
-    """One round: start the three servers, load them together, read their CPU time."""
+async def _round(
+    n: int, concurrency: int, kinds: tuple[str, ...] = SERVERS
+) -> dict[str, dict[str, float]]:
+    """One round: start the servers, load them together, read their CPU time."""
     with tempfile.TemporaryDirectory() as folder:
-        files = {kind: os.path.join(folder, f"{kind}.json") for kind in SERVERS}
+        files = {kind: os.path.join(folder, f"{kind}.json") for kind in kinds}
         servers = {}
-        for kind in SERVERS:
+        for kind in kinds:
             servers[kind] = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "benchmarks._server", kind, str(n), files[kind],
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -77,7 +79,7 @@ async def _round(n: int, concurrency: int) -> dict[str, dict[str, float]]:
                 *files.values(), stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             out, _ = await load.communicate()
-            assert int(out) == n * len(SERVERS), "requests failed"
+            assert int(out) == n * len(kinds), "requests failed"
             results = {}
             for kind, process in servers.items():
                 assert process.stdin is not None
