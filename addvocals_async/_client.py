@@ -131,6 +131,10 @@ class AddVocalsClient:
         )
 
     async def __aenter__(self) -> AddVocalsClient:
+        if self.receiver is not None:
+            # A receiver that never serves (a worker behind a receiver tier) still needs
+            # its seam: a store out of reach fails here, clearly, not on the first task.
+            await self.receiver.backend.connect()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -81,6 +81,12 @@ class DeliveryBackend(Protocol):
     """The delivery seam. Implementations: ``InMemoryBackend`` (one process, default) and
     ``addvocals_async.redis.RedisBackend`` (many processes and hosts)."""
 
+    async def connect(self) -> None:
+        """Check that the seam's store can be reached, at start-up: a clear
+        ``DeliveryUnavailableError`` (naming the store, never its password) rather than
+        a 503 on the first callback. Nothing to do in memory."""
+        ...
+
     async def claim(self, ref: str, task_id: str, *, authoritative: bool = False) -> str:
         """Record that callback URL ``ref`` belongs to ``task_id``; return its owner (the
         first task id claimed, unless ``authoritative`` overrides it)."""
@@ -194,6 +200,9 @@ class InMemoryBackend:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    async def connect(self) -> None:
+        """Nothing to reach: the seam is this process's memory."""
 
     async def claim(self, ref: str, task_id: str, *, authoritative: bool = False) -> str:
         return self.claim_now(ref, task_id, authoritative=authoritative)

@@ -267,6 +267,7 @@ class CallbackReceiver:
             return
         if self._closed:
             raise RuntimeError("this receiver was closed; create a new one")
+        await self.backend.connect()  # a store out of reach fails here, clearly
         app = web.Application(client_max_size=self.max_body_size + 1)
         self.mount(app, path=self.path, close_with_app=False)
         runner = web.AppRunner(

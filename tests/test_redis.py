@@ -150,6 +150,22 @@ async def test_unreachable_redis_names_the_url_without_its_password(
     await seam.aclose()
 
 
+async def test_a_receiver_or_client_on_unreachable_redis_fails_at_start() -> None:
+    url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
+    receiver = CallbackReceiver(secret=SECRET, backend=RedisBackend(url))
+    with pytest.raises(DeliveryUnavailableError, match=r"127\.0\.0\.1") as caught:
+        await receiver.start()
+    assert PASSWORD not in str(caught.value)
+    worker = CallbackReceiver(
+        secret=SECRET, public_url="https://hooks.example.org/av", backend=RedisBackend(url)
+    )  # never serves: a worker behind a receiver tier
+    with pytest.raises(DeliveryUnavailableError, match=r"127\.0\.0\.1"):
+        async with AddVocalsClient("k", base_url="http://127.0.0.1:9", receiver=worker):
+            pass
+    await receiver.aclose()
+    await worker.aclose()
+
+
 async def test_a_lost_redis_is_told_once_each_way_and_nothing_is_missed(
     private_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
