@@ -1,8 +1,14 @@
-"""Suite-wide guard: nothing here may reach a real provider's host."""
+"""Suite-wide fixtures: no real provider host, a fake API for answers the simulator cannot
+give, and a simulator of each provider."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
+from helpers import FakeApi
+
+from addvocals_async.testing import Simulator
 
 
 @pytest.fixture(autouse=True)
@@ -10,3 +16,32 @@ def _no_real_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     """A client made without ``base_url`` would talk to the provider's real host; here it
     talks to a closed port on loopback instead, so a forgotten ``base_url`` fails loudly."""
     monkeypatch.setenv("ADDVOCALS_BASE_URL", "http://127.0.0.1:9")
+
+
+# ---------------------------------------------------------------- a fake API
+
+
+@pytest.fixture
+async def fake_api() -> AsyncIterator[FakeApi]:
+    """Start fake APIs with ``await fake_api(routes)``; they stop when the test ends."""
+    api = FakeApi()
+    yield api
+    api.ended.set()
+    for runner in api.runners:
+        await runner.cleanup()
+
+
+# ---------------------------------------------------------------- a simulator of each provider
+
+
+@pytest.fixture(params=["apibox", "sunoapi", "kie"])
+def provider(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def sim(provider: str) -> AsyncIterator[Simulator]:
+    """The simulator of each provider in turn (speed 1000, seed 1, no account rate limit).
+    Modules that need another simulator define their own ``sim`` fixture."""
+    async with Simulator(provider=provider, speed=1000, seed=1, rate_limit=None) as simulator:
+        yield simulator

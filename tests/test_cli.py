@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,26 +27,14 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
+from helpers import DEAD_CALLBACK, REQUEST, free_port, request_args
 
 from addvocals_async import AddVocalsClient, AddVocalsRequest, CallbackReceiver
 from addvocals_async.cli import build_parser, main
 from addvocals_async.testing import Simulator
 
-# Nothing listens on the discard port; lost_all tasks never call it anyway.
-DEAD_CALLBACK = "http://127.0.0.1:9/cb"
 SECRET_KEY = "SECRET-xyz-123"
-REQUEST = [
-    "--upload-url",
-    "https://cdn.example.org/stems/harbour-instrumental.wav",
-    "--prompt",
-    "A warm, breathy female vocal about lanterns on a quiet harbour at night",
-    "--title",
-    "Harbour Lanterns",
-    "--style",
-    "Neo Soul",
-    "--negative-tags",
-    "Screamo, Distorted Vocals",
-]
+REQUEST_ARGS = request_args(REQUEST)
 STAGES = ["submitted", "lyrics written", "first track ready", "complete"]
 
 
@@ -60,12 +47,6 @@ def _console_script() -> str:
 
 
 ADDVOCALS = _console_script()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -216,9 +197,7 @@ async def submit_dead_callback(sim: Simulator) -> str:
     async with AddVocalsClient(
         sim.api_key, base_url=sim.base_url, callback_url=DEAD_CALLBACK
     ) as client:
-        task = await client.add_vocals(
-            upload_url=REQUEST[1], prompt="p", title="t", style="s", negative_tags="n"
-        )
+        task = await client.add_vocals(**REQUEST)
         return task.task_id
 
 
@@ -334,7 +313,7 @@ async def test_missing_api_key_is_one_line_naming_both_ways_to_give_it(tmp_path:
         run_cli("credits"),
         run_cli("status", "abc"),
         run_cli("wait", "abc", "--timeout", "1"),
-        run_cli("submit", *REQUEST, "--callback-url", DEAD_CALLBACK),
+        run_cli("submit", *REQUEST_ARGS, "--callback-url", DEAD_CALLBACK),
         run_cli("download", "abc", "--out", str(tmp_path / "out")),
         run_cli("credits", program=(sys.executable, "-m", "addvocals_async")),
     )
@@ -350,7 +329,7 @@ async def test_api_key_is_never_echoed(sim: Simulator) -> None:
     flagged, polled, submitted, from_env = await asyncio.gather(
         run_cli("credits", *bad),
         run_cli("status", "abc", "--json", *bad),
-        run_cli("submit", *REQUEST, "--wait", "--receiver-port", "0", *bad),
+        run_cli("submit", *REQUEST_ARGS, "--wait", "--receiver-port", "0", *bad),
         run_cli("credits", "--base-url", sim.base_url, env=clean_env(ADDVOCALS_API_KEY=SECRET_KEY)),
     )
     for run in (flagged, polled, submitted, from_env):
@@ -374,12 +353,12 @@ async def test_invalid_input_is_refused_before_anything_is_sent() -> None:
     base = ["--base-url", f"http://127.0.0.1:{free_port()}", "--callback-url", DEAD_CALLBACK]
     short = ["--receiver-port", "0", "--receiver-secret", "short"]
     weight, gender, model, variety, no_number, no_callback, secret = await asyncio.gather(
-        run_cli("submit", *REQUEST, *base, "--style-weight", "0.615", env=key),
-        run_cli("submit", *REQUEST, *base, "--vocal-gender", "x", env=key),
-        run_cli("submit", *REQUEST, *base, "--model", "V99", env=key),
-        run_cli("submit", *REQUEST, *base, "--variety", "9", env=key),
-        run_cli("submit", *REQUEST, *base, "--audio-weight", "lots", env=key),
-        run_cli("submit", *REQUEST, "--base-url", "http://127.0.0.1:9", env=key),
+        run_cli("submit", *REQUEST_ARGS, *base, "--style-weight", "0.615", env=key),
+        run_cli("submit", *REQUEST_ARGS, *base, "--vocal-gender", "x", env=key),
+        run_cli("submit", *REQUEST_ARGS, *base, "--model", "V99", env=key),
+        run_cli("submit", *REQUEST_ARGS, *base, "--variety", "9", env=key),
+        run_cli("submit", *REQUEST_ARGS, *base, "--audio-weight", "lots", env=key),
+        run_cli("submit", *REQUEST_ARGS, "--base-url", "http://127.0.0.1:9", env=key),
         run_cli("wait", "abc", *base[:2], *short, env=key),
     )
     for run in (weight, gender, model, variety, no_number, no_callback, secret):
@@ -400,7 +379,7 @@ async def test_invalid_input_is_refused_before_anything_is_sent() -> None:
 async def test_allow_unknown_model_sends_it_and_the_api_decides(
     sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["submit", *REQUEST, *api(sim), "--callback-url", DEAD_CALLBACK, "--model", "V99"]
+    args = ["submit", *REQUEST_ARGS, *api(sim), "--callback-url", DEAD_CALLBACK, "--model", "V99"]
     run = await run_main(capsys, *args, "--allow-unknown-model")
     assert run.code == 3  # the simulated API knows no V99 either
     run.assert_one_error_line("400", "model")
@@ -419,7 +398,9 @@ async def test_credits_submit_status_wait_download(
     assert (run.code, json.loads(run.out)) == (0, {"credits": 1000})
 
     sim.script("lost_all")  # no callbacks at all: `wait` must find everything by polling
-    run = await run_main(capsys, "submit", *REQUEST, *api(sim), "--callback-url", DEAD_CALLBACK)
+    run = await run_main(
+        capsys, "submit", *REQUEST_ARGS, *api(sim), "--callback-url", DEAD_CALLBACK
+    )
     assert run.code == 0, run.err
     first, second = run.out.splitlines()
     assert first.startswith("task id: ")
@@ -476,7 +457,7 @@ async def test_credits_submit_status_wait_download(
 
 
 async def test_submit_wait_follows_callbacks_with_plain_lines_on_pipes(sim: Simulator) -> None:
-    run = await run_cli("submit", *REQUEST, *api(sim), "--wait", "--receiver-port", "0")
+    run = await run_cli("submit", *REQUEST_ARGS, *api(sim), "--wait", "--receiver-port", "0")
     assert run.code == 0, run.err
     lines = run.out.splitlines()
     assert lines[0].startswith("task id: ")
@@ -508,12 +489,17 @@ async def test_public_url_without_wait_needs_the_shared_secret(sim: Simulator) -
     """Without --wait the URL is for another receiver (addvocals serve), which can only
     accept it with the same secret: a throwaway one would lose every callback."""
     public = ["--public-url", "http://127.0.0.1:9/addvocals"]
-    run = await run_cli("submit", *REQUEST, *api(sim), *public)
+    run = await run_cli("submit", *REQUEST_ARGS, *api(sim), *public)
     assert run.code == 2
     run.assert_one_error_line("--receiver-secret", "ADDVOCALS_RECEIVER_SECRET")
     assert sim.submits() == []
     run = await run_cli(
-        "submit", *REQUEST, *api(sim), *public, "--receiver-secret", "a-shared-secret-0123456789"
+        "submit",
+        *REQUEST_ARGS,
+        *api(sim),
+        *public,
+        "--receiver-secret",
+        "a-shared-secret-0123456789",
     )
     assert run.code == 0, run.err
     (task,) = sim.tasks.values()
@@ -527,7 +513,7 @@ async def test_download_of_a_failed_task_exits_4_saying_what_the_code_means(
         # A plain message: the meaning of 531 must come from the SDK, not the API's text.
         sim.script("error", error_code=531, error_message="Generation failed")
         run = await run_main(
-            capsys, "submit", *REQUEST, *api(sim), "--provider", "kie",
+            capsys, "submit", *REQUEST_ARGS, *api(sim), "--provider", "kie",
             "--callback-url", DEAD_CALLBACK, "--json",
         )  # fmt: skip
         task_id = run.out.strip()
@@ -545,7 +531,7 @@ async def test_download_of_a_failed_task_exits_4_saying_what_the_code_means(
 async def test_failed_task_exits_4(sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
     sim.script("error", error_code=451)
     run = await run_main(
-        capsys, "submit", *REQUEST, *api(sim), "--callback-url", DEAD_CALLBACK, "--json"
+        capsys, "submit", *REQUEST_ARGS, *api(sim), "--callback-url", DEAD_CALLBACK, "--json"
     )
     task_id = run.out.strip()
     assert task_id in sim.tasks
@@ -624,9 +610,7 @@ async def test_serve_prints_each_genuine_callback_as_a_json_line() -> None:
             AddVocalsClient(sim.api_key, base_url=sim.base_url, receiver=ours) as client,
             AddVocalsClient(sim.api_key, base_url=sim.base_url, receiver=theirs) as other,
         ):
-            request = AddVocalsRequest(
-                upload_url=REQUEST[1], prompt="p", title="t", style="s", negative_tags="n"
-            )
+            request = AddVocalsRequest(**REQUEST)
             task = await client.add_vocals(request)
             forged = await other.add_vocals(request)
         records: list[dict[str, Any]] = []
@@ -657,7 +641,7 @@ async def test_serve_prints_each_genuine_callback_as_a_json_line() -> None:
 async def _poll_to_success(base_url: str, key: str) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {key}"}
     body = {
-        "uploadUrl": REQUEST[1],
+        "uploadUrl": REQUEST["upload_url"],
         "prompt": "p",
         "title": "t",
         "style": "s",
