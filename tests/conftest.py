@@ -1,14 +1,34 @@
-"""Suite-wide fixtures: no real provider host, a fake API for answers the simulator cannot
-give, and a simulator of each provider."""
+"""Suite-wide fixtures: the testing switch, no real provider host, a fake API for answers
+the simulator cannot give, and a simulator of each provider."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from helpers import FakeApi
+from helpers import NO_DETAILS_LIMIT, FakeApi
 
+from addvocals_async import set_testing
 from addvocals_async.testing import Simulator
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _testing_switch() -> Iterator[None]:
+    """No test waits through a real poll interval or backoff: retries keep their attempts
+    but never wait, poll timings shrink a hundredfold. Child processes (the CLI, the
+    examples) get the same through ``ADDVOCALS_TESTING``; see ``helpers.child_env``."""
+    with set_testing(True):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _real_timing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """``@pytest.mark.real_timing`` turns the testing switch off for one test."""
+    if request.node.get_closest_marker("real_timing") is None:
+        yield
+        return
+    with set_testing(False):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +61,9 @@ def provider(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def sim(provider: str) -> AsyncIterator[Simulator]:
-    """The simulator of each provider in turn (speed 1000, seed 1, no account rate limit).
+    """The simulator of each provider in turn (speed 1000, seed 1, no rate limits).
     Modules that need another simulator define their own ``sim`` fixture."""
-    async with Simulator(provider=provider, speed=1000, seed=1, rate_limit=None) as simulator:
+    async with Simulator(
+        provider=provider, speed=1000, seed=1, rate_limit=None, details_rate_limit=NO_DETAILS_LIMIT
+    ) as simulator:
         yield simulator

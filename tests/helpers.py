@@ -30,6 +30,7 @@ from addvocals_async import (
     TaskState,
     VocalTask,
 )
+from addvocals_async._config import TESTING_ENV
 from addvocals_async._providers import get_provider
 from addvocals_async.testing import Simulator
 
@@ -60,9 +61,20 @@ SUBMIT = "/api/v1/generate/add-vocals"
 DETAILS = "/api/v1/generate/record-info"
 """apibox's submit and details paths (a fake API serves them too)."""
 
+NO_DETAILS_LIMIT = None
+"""The simulator's per-task details rate limit (3/s) runs in real time, while the testing
+switch polls a hundred times as often: a simulator that is only the backdrop of a test
+gets no such limit, or each poll burst would stall a wait for a whole second.
+``test_simulator`` tests the limit itself."""
+
 CALLBACK = "callback"
 POLL = "poll"
 """The ``source`` of a result or event: a callback, or the details endpoint."""
+
+
+CHILD_TESTING = {TESTING_ENV: "1"}
+"""The environment that turns the testing switch on in a child process (the CLI, an
+example), as ``conftest.py`` turns it on in this one."""
 
 
 def request_args(request: Mapping[str, Any] = REQUEST) -> list[str]:
@@ -211,10 +223,11 @@ async def live(
     receiver_kwargs: dict[str, Any] | None = None,
     **sim_kwargs: Any,
 ) -> AsyncIterator[Env]:
-    """A simulator (speed 1000, seed 0 unless given), an embedded receiver on port 0 and a
-    client wired to both."""
+    """A simulator (speed 1000, seed 0, no per-task details rate limit unless given), an
+    embedded receiver on port 0 and a client wired to both."""
     sim_kwargs.setdefault("speed", 1000)
     sim_kwargs.setdefault("seed", 0)
+    sim_kwargs.setdefault("details_rate_limit", NO_DETAILS_LIMIT)
     async with (
         Simulator(provider=provider, **sim_kwargs) as sim,
         CallbackReceiver(secret=SECRET, **(receiver_kwargs or {})) as receiver,

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
-from helpers import DEAD_CALLBACK, REQUEST, free_port, request_args
+from helpers import CHILD_TESTING, DEAD_CALLBACK, NO_DETAILS_LIMIT, REQUEST, free_port, request_args
 
 from addvocals_async import AddVocalsClient, AddVocalsRequest, CallbackReceiver
 from addvocals_async.cli import build_parser, main
@@ -50,8 +50,10 @@ ADDVOCALS = _console_script()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a fresh shell: none of our variables set unless given."""
+    """A fresh shell's environment: none of our variables unless given, but the testing
+    switch (``ADDVOCALS_TESTING``, which ``extra`` may turn off)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADDVOCALS_")}
+    env.update(CHILD_TESTING)  # no real backoff or poll interval in the child either
     env.update(extra)
     return env
 
@@ -182,7 +184,7 @@ def assert_valid_mp3(path: Path) -> None:
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
     """A task completes in about 1.8 s: long enough to see every stage, short for a test."""
-    async with Simulator(speed=100, seed=7) as simulator:
+    async with Simulator(speed=100, seed=7, details_rate_limit=NO_DETAILS_LIMIT) as simulator:
         yield simulator
 
 
@@ -389,6 +391,7 @@ async def test_allow_unknown_model_sends_it_and_the_api_decides(
 # ---------------------------------------------------------------- a whole task, step by step
 
 
+@pytest.mark.real_timing
 async def test_credits_submit_status_wait_download(
     sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -457,7 +460,11 @@ async def test_credits_submit_status_wait_download(
 
 
 async def test_submit_wait_follows_callbacks_with_plain_lines_on_pipes(sim: Simulator) -> None:
-    run = await run_cli("submit", *REQUEST_ARGS, *api(sim), "--wait", "--receiver-port", "0")
+    # Real poll timings in the child: no poll may come while the callbacks do.
+    real_timing = clean_env(ADDVOCALS_TESTING="0")
+    run = await run_cli(
+        "submit", *REQUEST_ARGS, *api(sim), "--wait", "--receiver-port", "0", env=real_timing
+    )
     assert run.code == 0, run.err
     lines = run.out.splitlines()
     assert lines[0].startswith("task id: ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from helpers import (
     SECRET,
     TASK,
@@ -56,6 +57,7 @@ async def test_registrations_silent_past_their_ttl_are_dropped() -> None:
     await receiver.aclose()
 
 
+@pytest.mark.slow
 async def test_a_hundred_thousand_finished_tasks_leave_nothing_behind() -> None:
     """Issue: no leak after 100k tasks. Each task is registered, bound and completed by a
     genuine callback; a late duplicate of each is acknowledged and ignored. What remains is

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import CHILD_TESTING, NO_DETAILS_LIMIT, free_port
 
 from addvocals_async.testing import Simulator
 
@@ -18,7 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(speed=1000, seed=3) as simulator:
+    async with Simulator(speed=1000, seed=3, details_rate_limit=NO_DETAILS_LIMIT) as simulator:
         yield simulator
 
 
@@ -32,6 +32,7 @@ async def run_example(
 ) -> str:
     environ = {
         **os.environ,
+        **CHILD_TESTING,  # the 10-30 s poll interval of polling_only.py becomes 0.1-0.3 s
         "ADDVOCALS_BASE_URL": sim.base_url,
         "ADDVOCALS_API_KEY": sim.api_key,
         "ADDVOCALS_RECEIVER_SECRET": "example-secret-0123456789abcdef",

@@ -50,6 +50,10 @@ from addvocals_async import (
 )
 from addvocals_async.testing import SimTask, Simulator
 
+# Real poll timings throughout: callbacks, not polls, must deliver here, and the grace
+# period before polling (0.5 s in PollPolicy.fast) is what lets them.
+pytestmark = pytest.mark.real_timing
+
 # The receiver's tests also send the optional fields a person most often sets.
 FULL_REQUEST: dict[str, Any] = {**REQUEST, "vocal_gender": "f", "style_weight": 0.61}
 
@@ -728,6 +732,7 @@ def is_subsequence(part: list[str], whole: list[str]) -> bool:
     return all(item in it for item in part)
 
 
+@pytest.mark.slow
 async def test_a_thousand_concurrent_tasks_with_mixed_faults() -> None:
     n = 1000
     started = time.monotonic()

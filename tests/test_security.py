@@ -60,6 +60,11 @@ from addvocals_async._providers import get_provider
 from addvocals_async._signing import Secret
 from addvocals_async.testing import Simulator, StageTimes, oracle_signature
 
+# Real poll timings throughout: a refused callback must leave its task pending until the
+# genuine callbacks come, and the grace period before polling (0.5 s in PollPolicy.fast)
+# is what keeps a poll from finishing the task first.
+pytestmark = pytest.mark.real_timing
+
 # Stages late enough (0.3 / 0.4 / 0.5 s at speed 1000) to attack a task still pending.
 SLOW = StageTimes(text=300.0, first=400.0, complete=500.0)
 GENUINE_EVENTS = [("text", "callback"), ("first", "callback"), ("complete", "callback")]

@@ -269,6 +269,7 @@ def details_times(sim: Simulator, task_id: str) -> list[float]:
 # ------------------------------------------------------------------------------ deadlines
 
 
+@pytest.mark.real_timing
 @pytest.mark.parametrize(("wait", "stage"), [("text", "text"), ("complete", "complete")])
 async def test_deadline_raises_after_one_last_poll(wait: str, stage: str) -> None:
     async with live(stage_times=NEVER) as env:
@@ -326,6 +327,7 @@ async def test_a_transient_poll_error_never_fails_the_wait() -> None:
         assert await event_log(task) == [("complete", "poll")]
 
 
+@pytest.mark.real_timing
 async def test_waiters_share_polls_at_the_per_task_minimum_interval() -> None:
     policy = PollPolicy(grace=0.0, initial=0.0, maximum=0.0, min_interval=0.25)
     async with Simulator(speed=1000, seed=0, stage_times=NEVER, details_rate_limit=None) as sim:
@@ -388,6 +390,7 @@ async def test_a_slow_poll_does_not_outlast_the_deadline() -> None:
 # ------------------------------------------------------------------ receiver restarts
 
 
+@pytest.mark.real_timing
 async def test_restarted_receiver_with_the_same_secret_gets_the_callbacks() -> None:
     async with Simulator(speed=1000, seed=0, stage_times=LATE_COMPLETE) as sim:
         receiver_a = CallbackReceiver(secret=SECRET)
@@ -582,6 +585,7 @@ async def test_reattach_by_task_id_polls_to_the_result(sim: Simulator) -> None:
     assert len(result.tracks) == 2
 
 
+@pytest.mark.real_timing
 async def test_polling_respects_the_minimum_interval(sim: Simulator) -> None:
     sim.script("lost_all")
     policy = PollPolicy(grace=0, initial=0.01, maximum=0.01, min_interval=0.1, default_timeout=10)
@@ -594,6 +598,7 @@ async def test_polling_respects_the_minimum_interval(sim: Simulator) -> None:
     assert min(gaps, default=1.0) >= 0.09  # shared by all three waiters, never faster
 
 
+@pytest.mark.real_timing
 async def test_a_failed_poll_is_not_retried_in_a_burst(sim: Simulator) -> None:
     """Each poll is one request; the poll schedule is the retry (maintenance answers here)."""
     sim.script("lost_all")
