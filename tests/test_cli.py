@@ -205,9 +205,10 @@ async def submit_dead_callback(sim: Simulator) -> str:
 
 # ---------------------------------------------------------------- an unreachable API
 #
-# With the default retry policy a read is tried 5 times with exponential backoff (about
-# 15-19 s in all) before the CLI gives up. The process starts with the module, so that
-# wait overlaps the other tests; the test near the end collects its outcome.
+# With the default retry policy a read is tried 5 times before the CLI gives up: about
+# 15-19 s of backoff in all, none under the testing switch the child runs with. The
+# process starts with the module, so what wait there is overlaps the other tests; the
+# test near the end collects its outcome.
 
 
 @attrs.frozen
@@ -675,7 +676,9 @@ async def _poll_to_success(base_url: str, key: str) -> dict[str, object]:
 
 async def test_simulate_serves_the_api_until_stopped() -> None:
     port, key = free_port(), "sim-test-key-123"
-    async with spawn("simulate", "--port", str(port), "--api-key", key, "--speed", "100") as proc:
+    # At speed 1000 a task is done in about 0.2 s: the second poll finds it.
+    args = ["--port", str(port), "--api-key", key, "--speed", "1000"]
+    async with spawn("simulate", *args) as proc:
         banner = await read_line(proc.stdout)
         assert f"http://127.0.0.1:{port}" in banner, banner
         data = await _poll_to_success(f"http://127.0.0.1:{port}", key)
@@ -746,5 +749,6 @@ def test_unreachable_host_is_one_line_and_exit_6(unreachable_status: Background)
     line = run.assert_one_error_line("could not connect", str(unreachable_status.port))
     assert line.startswith("addvocals: error: ")
     assert "stamina" not in run.err  # no retry chatter
-    # The default retry policy tries 5 times with backoff (about 15-19 s): slow, but bounded.
+    # The default retry policy tries 5 times with backoff (about 15-19 s without the testing
+    # switch): slow, but bounded.
     assert elapsed < 40, f"giving up on an unreachable host took {elapsed:.0f} s"

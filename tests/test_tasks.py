@@ -316,7 +316,15 @@ async def test_a_transient_poll_error_never_fails_the_wait() -> None:
         task = await client.add_vocals(**REQUEST)
         sim.maintenance = True  # every API call answers 455 for a while
         waiter = asyncio.ensure_future(task.complete(timeout=5))
-        await asyncio.sleep(1.0)
+        # Maintenance lasts until the task is complete and polled at least twice (within
+        # the first second; under the testing switch well before it).
+        deadline = time.monotonic() + 1.0
+        while (
+            sim.count(path=sim.profile.details_path, code=455) < 2
+            or sim.tasks[task.task_id].stage != "complete"
+        ):
+            assert time.monotonic() < deadline, "fewer than two polls in a second"
+            await asyncio.sleep(0.01)
         assert not waiter.done()
         in_maintenance = sim.count(path=sim.profile.details_path, code=455)
         assert in_maintenance >= 2  # polled at least twice, and failed
