@@ -27,7 +27,15 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
-from helpers import CHILD_TESTING, DEAD_CALLBACK, NO_DETAILS_LIMIT, REQUEST, free_port, request_args
+from helpers import (
+    CHILD_TESTING,
+    DEAD_CALLBACK,
+    NO_DETAILS_LIMIT,
+    QUICK_RETRIES,
+    REQUEST,
+    free_port,
+    request_args,
+)
 
 from addvocals_async import AddVocalsClient, AddVocalsRequest, CallbackReceiver
 from addvocals_async.cli import build_parser, main
@@ -183,8 +191,8 @@ def assert_valid_mp3(path: Path) -> None:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    """A task completes in about 1.8 s: long enough to see every stage, short for a test."""
-    async with Simulator(speed=100, seed=7, details_rate_limit=NO_DETAILS_LIMIT) as simulator:
+    """A task completes in about 0.9 s: long enough to see every stage, short for a test."""
+    async with Simulator(speed=200, seed=7, details_rate_limit=NO_DETAILS_LIMIT) as simulator:
         yield simulator
 
 
@@ -417,7 +425,7 @@ async def test_credits_submit_status_wait_download(
     assert run.code == 0
     status = json.loads(run.out)
     assert status["task_id"] == task_id
-    assert status["stage"] in ("pending", "text", "first")  # it completes only at ~1.8 s
+    assert status["stage"] in ("pending", "text", "first")  # it completes only at ~0.9 s
 
     started = time.monotonic()
     waited = await run_main(
@@ -517,7 +525,15 @@ async def test_public_url_without_wait_needs_the_shared_secret(sim: Simulator) -
 async def test_download_of_a_failed_task_exits_4_saying_what_the_code_means(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    async with Simulator(provider="kie", speed=1000, seed=0) as sim:
+    # Quick retries of the error callback to the dead URL: wait_idle need not sit out the
+    # documented 1, 5 and 15 minutes (1.3 s at speed 1000).
+    async with Simulator(
+        provider="kie",
+        speed=1000,
+        seed=0,
+        retry_delays=QUICK_RETRIES,
+        details_rate_limit=NO_DETAILS_LIMIT,
+    ) as sim:
         # A plain message: the meaning of 531 must come from the SDK, not the API's text.
         sim.script("error", error_code=531, error_message="Generation failed")
         run = await run_main(
