@@ -610,13 +610,14 @@ async def test_polling_respects_the_minimum_interval(sim: Simulator) -> None:
 async def test_a_failed_poll_is_not_retried_in_a_burst(sim: Simulator) -> None:
     """Each poll is one request; the poll schedule is the retry (maintenance answers here)."""
     sim.script("lost_all")
-    policy = PollPolicy(grace=0, initial=0.2, maximum=0.2, min_interval=0.2, default_timeout=5)
+    # Five poll intervals in the wait, as ever: 0.1 s apart in 0.5 s (it was 0.2 in 1.0).
+    policy = PollPolicy(grace=0, initial=0.1, maximum=0.1, min_interval=0.1, default_timeout=5)
     async with client_for(sim, poll=policy, retry=RetryPolicy.no_wait(attempts=5)) as client:
         task = await client.add_vocals(**REQUEST)
         sim.maintenance = True
         with pytest.raises(TaskTimeoutError):
-            await task.complete(timeout=1.0)
+            await task.complete(timeout=0.5)
     polls = [r for r in sim.requests if r.path == DETAILS]
-    # About one per 0.2 s plus the last-chance poll; five attempts each would be ~30.
+    # About one per 0.1 s plus the last-chance poll; five attempts each would be ~30.
     assert 3 <= len(polls) <= 9
     assert all(r.code == 455 for r in polls)
