@@ -213,10 +213,10 @@ async def submit_dead_callback(sim: Simulator) -> str:
 
 # ---------------------------------------------------------------- an unreachable API
 #
-# With the default retry policy a read is tried 5 times before the CLI gives up: about
-# 15-19 s of backoff in all, none under the testing switch the child runs with. The
-# process starts with the module, so what wait there is overlaps the other tests; the
-# test near the end collects its outcome.
+# With the default retry policy a read is tried 5 times with exponential backoff (about
+# 15-19 s in all) before the CLI gives up: real backoff, so this child runs without the
+# testing switch. The process starts with the module, so that wait overlaps the other
+# tests; the test near the end collects its outcome.
 
 
 @attrs.frozen
@@ -240,7 +240,7 @@ def unreachable_status() -> Iterator[Background]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(ADDVOCALS_API_KEY="K"),
+        env=clean_env(ADDVOCALS_API_KEY="K", ADDVOCALS_TESTING="0"),
     )
     executor = ThreadPoolExecutor(1, thread_name_prefix="unreachable-status")
     try:
@@ -765,6 +765,5 @@ def test_unreachable_host_is_one_line_and_exit_6(unreachable_status: Background)
     line = run.assert_one_error_line("could not connect", str(unreachable_status.port))
     assert line.startswith("addvocals: error: ")
     assert "stamina" not in run.err  # no retry chatter
-    # The default retry policy tries 5 times with backoff (about 15-19 s without the testing
-    # switch): slow, but bounded.
+    # The default retry policy tries 5 times with backoff (about 15-19 s): slow, but bounded.
     assert elapsed < 40, f"giving up on an unreachable host took {elapsed:.0f} s"

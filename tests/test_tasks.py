@@ -292,6 +292,7 @@ async def test_deadline_raises_after_one_last_poll(wait: str, stage: str) -> Non
         assert task.stage is Stage.PENDING
 
 
+@pytest.mark.real_timing
 async def test_the_last_poll_can_still_deliver_the_result() -> None:
     # Callbacks lost, and a grace period longer than the wait: only the final poll looks.
     patient = PollPolicy(grace=60.0, initial=0.1, maximum=0.3, min_interval=0.05)
@@ -368,6 +369,7 @@ async def test_waiters_share_polls_at_the_per_task_minimum_interval() -> None:
             assert time.monotonic() - started < 0.6 + 0.2
 
 
+@pytest.mark.real_timing
 async def test_a_slow_poll_does_not_outlast_the_deadline() -> None:
     """Backoff inside a poll (here: maintenance answers, waited on for 1-2 s each) is cut
     at the deadline; only the bounded last-chance poll may follow."""
