@@ -4,23 +4,15 @@ for real on a loopback port, with a task run through it against the simulator.""
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from helpers import REQUEST, SECRET
 
 from addvocals_async import AddVocalsClient, CallbackReceiver, PollPolicy, RetryPolicy
 from addvocals_async.aiohttp import RECEIVER_KEY, get_receiver, init_app
 from addvocals_async.testing import Simulator
-
-REQUEST: dict[str, Any] = {
-    "upload_url": "https://cdn.example.org/instrumental.mp3",
-    "prompt": "Dreamy layered vocals",
-    "title": "Glass Orchard",
-    "style": "Dream Pop",
-    "negative_tags": "Rap",
-}
 
 
 async def test_init_app_serves_callbacks_beside_the_apps_own_routes() -> None:
@@ -33,9 +25,7 @@ async def test_init_app_serves_callbacks_beside_the_apps_own_routes() -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound first: the public URL names its port
     port = sock.getsockname()[1]
-    receiver = CallbackReceiver(
-        secret="integration-secret-0123456789", public_url=f"http://127.0.0.1:{port}/hooks"
-    )
+    receiver = CallbackReceiver(secret=SECRET, public_url=f"http://127.0.0.1:{port}/hooks")
     assert init_app(app, receiver, path="/hooks") is app
     assert get_receiver(app) is receiver
     assert app[RECEIVER_KEY] is receiver
@@ -73,7 +63,7 @@ async def test_init_app_serves_callbacks_beside_the_apps_own_routes() -> None:
 
 async def test_close_with_app_false_leaves_the_receiver_open() -> None:
     app = web.Application()
-    receiver = CallbackReceiver(secret="integration-secret-0123456789", public_url="http://h/x")
+    receiver = CallbackReceiver(secret=SECRET, public_url="http://h/x")
     init_app(app, receiver, close_with_app=False)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()

@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,26 +27,22 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
+from helpers import (
+    CHILD_TESTING,
+    DEAD_CALLBACK,
+    NO_DETAILS_LIMIT,
+    QUICK_RETRIES,
+    REQUEST,
+    free_port,
+    request_args,
+)
 
 from addvocals_async import AddVocalsClient, AddVocalsRequest, CallbackReceiver
 from addvocals_async.cli import build_parser, main
 from addvocals_async.testing import Simulator
 
-# Nothing listens on the discard port; lost_all tasks never call it anyway.
-DEAD_CALLBACK = "http://127.0.0.1:9/cb"
 SECRET_KEY = "SECRET-xyz-123"
-REQUEST = [
-    "--upload-url",
-    "https://cdn.example.org/stems/harbour-instrumental.wav",
-    "--prompt",
-    "A warm, breathy female vocal about lanterns on a quiet harbour at night",
-    "--title",
-    "Harbour Lanterns",
-    "--style",
-    "Neo Soul",
-    "--negative-tags",
-    "Screamo, Distorted Vocals",
-]
+REQUEST_ARGS = request_args(REQUEST)
 STAGES = ["submitted", "lyrics written", "first track ready", "complete"]
 
 
@@ -62,15 +57,11 @@ def _console_script() -> str:
 ADDVOCALS = _console_script()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a fresh shell: none of our variables set unless given."""
+    """A fresh shell's environment: none of our variables unless given, but the testing
+    switch (``ADDVOCALS_TESTING``, which ``extra`` may turn off)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADDVOCALS_")}
+    env.update(CHILD_TESTING)  # no real backoff or poll interval in the child either
     env.update(extra)
     return env
 
@@ -200,8 +191,8 @@ def assert_valid_mp3(path: Path) -> None:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    """A task completes in about 1.8 s: long enough to see every stage, short for a test."""
-    async with Simulator(speed=100, seed=7) as simulator:
+    """A task completes in about 0.9 s: long enough to see every stage, short for a test."""
+    async with Simulator(speed=200, seed=7, details_rate_limit=NO_DETAILS_LIMIT) as simulator:
         yield simulator
 
 
@@ -216,17 +207,16 @@ async def submit_dead_callback(sim: Simulator) -> str:
     async with AddVocalsClient(
         sim.api_key, base_url=sim.base_url, callback_url=DEAD_CALLBACK
     ) as client:
-        task = await client.add_vocals(
-            upload_url=REQUEST[1], prompt="p", title="t", style="s", negative_tags="n"
-        )
+        task = await client.add_vocals(**REQUEST)
         return task.task_id
 
 
 # ---------------------------------------------------------------- an unreachable API
 #
 # With the default retry policy a read is tried 5 times with exponential backoff (about
-# 15-19 s in all) before the CLI gives up. The process starts with the module, so that
-# wait overlaps the other tests; the test near the end collects its outcome.
+# 15-19 s in all) before the CLI gives up: real backoff, so this child runs without the
+# testing switch. The process starts with the module, so that wait overlaps the other
+# tests; the test near the end collects its outcome.
 
 
 @attrs.frozen
@@ -250,7 +240,7 @@ def unreachable_status() -> Iterator[Background]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(ADDVOCALS_API_KEY="K"),
+        env=clean_env(ADDVOCALS_API_KEY="K", ADDVOCALS_TESTING="0"),
     )
     executor = ThreadPoolExecutor(1, thread_name_prefix="unreachable-status")
     try:
@@ -334,7 +324,7 @@ async def test_missing_api_key_is_one_line_naming_both_ways_to_give_it(tmp_path:
         run_cli("credits"),
         run_cli("status", "abc"),
         run_cli("wait", "abc", "--timeout", "1"),
-        run_cli("submit", *REQUEST, "--callback-url", DEAD_CALLBACK),
+        run_cli("submit", *REQUEST_ARGS, "--callback-url", DEAD_CALLBACK),
         run_cli("download", "abc", "--out", str(tmp_path / "out")),
         run_cli("credits", program=(sys.executable, "-m", "addvocals_async")),
     )
@@ -350,7 +340,7 @@ async def test_api_key_is_never_echoed(sim: Simulator) -> None:
     flagged, polled, submitted, from_env = await asyncio.gather(
         run_cli("credits", *bad),
         run_cli("status", "abc", "--json", *bad),
-        run_cli("submit", *REQUEST, "--wait", "--receiver-port", "0", *bad),
+        run_cli("submit", *REQUEST_ARGS, "--wait", "--receiver-port", "0", *bad),
         run_cli("credits", "--base-url", sim.base_url, env=clean_env(ADDVOCALS_API_KEY=SECRET_KEY)),
     )
     for run in (flagged, polled, submitted, from_env):
@@ -374,12 +364,12 @@ async def test_invalid_input_is_refused_before_anything_is_sent() -> None:
     base = ["--base-url", f"http://127.0.0.1:{free_port()}", "--callback-url", DEAD_CALLBACK]
     short = ["--receiver-port", "0", "--receiver-secret", "short"]
     weight, gender, model, variety, no_number, no_callback, secret = await asyncio.gather(
-        run_cli("submit", *REQUEST, *base, "--style-weight", "0.615", env=key),
-        run_cli("submit", *REQUEST, *base, "--vocal-gender", "x", env=key),
-        run_cli("submit", *REQUEST, *base, "--model", "V99", env=key),
-        run_cli("submit", *REQUEST, *base, "--variety", "9", env=key),
-        run_cli("submit", *REQUEST, *base, "--audio-weight", "lots", env=key),
-        run_cli("submit", *REQUEST, "--base-url", "http://127.0.0.1:9", env=key),
+        run_cli("submit", *REQUEST_ARGS, *base, "--style-weight", "0.615", env=key),
+        run_cli("submit", *REQUEST_ARGS, *base, "--vocal-gender", "x", env=key),
+        run_cli("submit", *REQUEST_ARGS, *base, "--model", "V99", env=key),
+        run_cli("submit", *REQUEST_ARGS, *base, "--variety", "9", env=key),
+        run_cli("submit", *REQUEST_ARGS, *base, "--audio-weight", "lots", env=key),
+        run_cli("submit", *REQUEST_ARGS, "--base-url", "http://127.0.0.1:9", env=key),
         run_cli("wait", "abc", *base[:2], *short, env=key),
     )
     for run in (weight, gender, model, variety, no_number, no_callback, secret):
@@ -400,7 +390,7 @@ async def test_invalid_input_is_refused_before_anything_is_sent() -> None:
 async def test_allow_unknown_model_sends_it_and_the_api_decides(
     sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["submit", *REQUEST, *api(sim), "--callback-url", DEAD_CALLBACK, "--model", "V99"]
+    args = ["submit", *REQUEST_ARGS, *api(sim), "--callback-url", DEAD_CALLBACK, "--model", "V99"]
     run = await run_main(capsys, *args, "--allow-unknown-model")
     assert run.code == 3  # the simulated API knows no V99 either
     run.assert_one_error_line("400", "model")
@@ -410,6 +400,7 @@ async def test_allow_unknown_model_sends_it_and_the_api_decides(
 # ---------------------------------------------------------------- a whole task, step by step
 
 
+@pytest.mark.real_timing
 async def test_credits_submit_status_wait_download(
     sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -419,7 +410,9 @@ async def test_credits_submit_status_wait_download(
     assert (run.code, json.loads(run.out)) == (0, {"credits": 1000})
 
     sim.script("lost_all")  # no callbacks at all: `wait` must find everything by polling
-    run = await run_main(capsys, "submit", *REQUEST, *api(sim), "--callback-url", DEAD_CALLBACK)
+    run = await run_main(
+        capsys, "submit", *REQUEST_ARGS, *api(sim), "--callback-url", DEAD_CALLBACK
+    )
     assert run.code == 0, run.err
     first, second = run.out.splitlines()
     assert first.startswith("task id: ")
@@ -432,7 +425,7 @@ async def test_credits_submit_status_wait_download(
     assert run.code == 0
     status = json.loads(run.out)
     assert status["task_id"] == task_id
-    assert status["stage"] in ("pending", "text", "first")  # it completes only at ~1.8 s
+    assert status["stage"] in ("pending", "text", "first")  # it completes only at ~0.9 s
 
     started = time.monotonic()
     waited = await run_main(
@@ -476,7 +469,11 @@ async def test_credits_submit_status_wait_download(
 
 
 async def test_submit_wait_follows_callbacks_with_plain_lines_on_pipes(sim: Simulator) -> None:
-    run = await run_cli("submit", *REQUEST, *api(sim), "--wait", "--receiver-port", "0")
+    # Real poll timings in the child: no poll may come while the callbacks do.
+    real_timing = clean_env(ADDVOCALS_TESTING="0")
+    run = await run_cli(
+        "submit", *REQUEST_ARGS, *api(sim), "--wait", "--receiver-port", "0", env=real_timing
+    )
     assert run.code == 0, run.err
     lines = run.out.splitlines()
     assert lines[0].startswith("task id: ")
@@ -508,12 +505,17 @@ async def test_public_url_without_wait_needs_the_shared_secret(sim: Simulator) -
     """Without --wait the URL is for another receiver (addvocals serve), which can only
     accept it with the same secret: a throwaway one would lose every callback."""
     public = ["--public-url", "http://127.0.0.1:9/addvocals"]
-    run = await run_cli("submit", *REQUEST, *api(sim), *public)
+    run = await run_cli("submit", *REQUEST_ARGS, *api(sim), *public)
     assert run.code == 2
     run.assert_one_error_line("--receiver-secret", "ADDVOCALS_RECEIVER_SECRET")
     assert sim.submits() == []
     run = await run_cli(
-        "submit", *REQUEST, *api(sim), *public, "--receiver-secret", "a-shared-secret-0123456789"
+        "submit",
+        *REQUEST_ARGS,
+        *api(sim),
+        *public,
+        "--receiver-secret",
+        "a-shared-secret-0123456789",
     )
     assert run.code == 0, run.err
     (task,) = sim.tasks.values()
@@ -523,11 +525,19 @@ async def test_public_url_without_wait_needs_the_shared_secret(sim: Simulator) -
 async def test_download_of_a_failed_task_exits_4_saying_what_the_code_means(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    async with Simulator(provider="kie", speed=1000, seed=0) as sim:
+    # Quick retries of the error callback to the dead URL: wait_idle need not sit out the
+    # documented 1, 5 and 15 minutes (1.3 s at speed 1000).
+    async with Simulator(
+        provider="kie",
+        speed=1000,
+        seed=0,
+        retry_delays=QUICK_RETRIES,
+        details_rate_limit=NO_DETAILS_LIMIT,
+    ) as sim:
         # A plain message: the meaning of 531 must come from the SDK, not the API's text.
         sim.script("error", error_code=531, error_message="Generation failed")
         run = await run_main(
-            capsys, "submit", *REQUEST, *api(sim), "--provider", "kie",
+            capsys, "submit", *REQUEST_ARGS, *api(sim), "--provider", "kie",
             "--callback-url", DEAD_CALLBACK, "--json",
         )  # fmt: skip
         task_id = run.out.strip()
@@ -545,7 +555,7 @@ async def test_download_of_a_failed_task_exits_4_saying_what_the_code_means(
 async def test_failed_task_exits_4(sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
     sim.script("error", error_code=451)
     run = await run_main(
-        capsys, "submit", *REQUEST, *api(sim), "--callback-url", DEAD_CALLBACK, "--json"
+        capsys, "submit", *REQUEST_ARGS, *api(sim), "--callback-url", DEAD_CALLBACK, "--json"
     )
     task_id = run.out.strip()
     assert task_id in sim.tasks
@@ -624,9 +634,7 @@ async def test_serve_prints_each_genuine_callback_as_a_json_line() -> None:
             AddVocalsClient(sim.api_key, base_url=sim.base_url, receiver=ours) as client,
             AddVocalsClient(sim.api_key, base_url=sim.base_url, receiver=theirs) as other,
         ):
-            request = AddVocalsRequest(
-                upload_url=REQUEST[1], prompt="p", title="t", style="s", negative_tags="n"
-            )
+            request = AddVocalsRequest(**REQUEST)
             task = await client.add_vocals(request)
             forged = await other.add_vocals(request)
         records: list[dict[str, Any]] = []
@@ -657,7 +665,7 @@ async def test_serve_prints_each_genuine_callback_as_a_json_line() -> None:
 async def _poll_to_success(base_url: str, key: str) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {key}"}
     body = {
-        "uploadUrl": REQUEST[1],
+        "uploadUrl": REQUEST["upload_url"],
         "prompt": "p",
         "title": "t",
         "style": "s",
@@ -684,7 +692,9 @@ async def _poll_to_success(base_url: str, key: str) -> dict[str, object]:
 
 async def test_simulate_serves_the_api_until_stopped() -> None:
     port, key = free_port(), "sim-test-key-123"
-    async with spawn("simulate", "--port", str(port), "--api-key", key, "--speed", "100") as proc:
+    # At speed 1000 a task is done in about 0.2 s: the second poll finds it.
+    args = ["--port", str(port), "--api-key", key, "--speed", "1000"]
+    async with spawn("simulate", *args) as proc:
         banner = await read_line(proc.stdout)
         assert f"http://127.0.0.1:{port}" in banner, banner
         data = await _poll_to_success(f"http://127.0.0.1:{port}", key)

@@ -13,11 +13,24 @@ from typing import Any
 
 import attrs
 import pytest
+from helpers import TASK, callback
 from hypothesis import given, settings
-from hypothesis import strategies as st
+from strategies import (
+    ANY_JSON,
+    CALLBACKISH,
+    DETAILSISH,
+    EVENTS,
+    FIELD_NAMES,
+    REQUESTS,
+    TRACKS,
+    WELL_FORMED_CALLBACK,
+    WELL_FORMED_DETAILS,
+    not_a_track_field,
+)
 
 from addvocals_async import AddVocalsRequest, CallbackEvent, Stage, TaskDetails, Track
 from addvocals_async._convert import (
+    MAX_TRACKS,
     CallbackParseError,
     WireFormat,
     callback_task_id,
@@ -26,11 +39,8 @@ from addvocals_async._convert import (
     snake_case,
     wire,
 )
-from addvocals_async._providers import KNOWN_MODELS
-from addvocals_async._validation import UncheckedModel
 
 UTC = timezone.utc
-TASK = "4d8e0f3a91b27c65e0a4f1d9b3c87e52"
 TRACK_1 = "3433e3c3-7ccb-4e6a-8454-33cb20e33908"
 TRACK_2 = "6b3a6438-47c3-4630-975b-9a74d6b07826"
 LYRICS = "[Verse] Lanterns on the water, slow and gold"
@@ -203,42 +213,6 @@ def test_weights_are_rounded_to_the_grid() -> None:
     assert body["audioWeight"] == 0.21
     assert '"styleWeight": 0.3,' in json.dumps(body)
 
-
-URLS = st.sampled_from(
-    [
-        "https://cdn.example.org/a.mp3",
-        "http://127.0.0.1:8080/cb/x",
-        "https://hooks.example.com/addvocals/cb/Zr81mT0qWc?x=1",
-    ]
-)
-TEXT = st.text(min_size=1, max_size=40).filter(str.strip)
-WEIGHT = (
-    st.none()
-    | st.integers(0, 100).map(lambda k: k / 100)
-    | st.integers(0, 100).map(lambda k: k * 0.01)
-)
-MODEL = (
-    st.none()
-    | st.sampled_from(KNOWN_MODELS)
-    | st.sampled_from(["V7", "V6_ULTRA"]).map(UncheckedModel)
-)
-
-REQUESTS = st.builds(
-    AddVocalsRequest,
-    upload_url=URLS,
-    prompt=TEXT,
-    title=TEXT,
-    style=TEXT,
-    negative_tags=TEXT,
-    callback_url=st.none() | URLS,
-    vocal_gender=st.none() | st.sampled_from(["m", "f"]),
-    style_weight=WEIGHT,
-    weirdness_constraint=WEIGHT,
-    audio_weight=WEIGHT,
-    model=MODEL,
-    lyrics=st.none() | TEXT,
-    variety=st.none() | st.integers(0, 4),
-)
 
 WIRE_NAMES = {
     "upload_url": "uploadUrl",
@@ -823,55 +797,11 @@ def test_callback_exception_failed_with_a_partial_track() -> None:
 
 # ---------------------------------------------------------------- hypothesis: round trips
 
-FIELD_NAMES = {f.name for f in attrs.fields(Track)}
-OFFSETS = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
-AWARE = st.datetimes(timezones=OFFSETS | st.just(UTC))
-
-JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-)
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=10,
-)
-
-
-def _not_a_track_field(key: str) -> bool:
-    return key not in FIELD_NAMES and snake_case(key) not in FIELD_NAMES and key != "createTime"
-
-
-EXTRA_KEYS = st.text(min_size=1, max_size=12).filter(_not_a_track_field)
-
-TRACKS = st.builds(
-    Track,
-    id=st.text(max_size=40),
-    audio_url=st.text(max_size=40),
-    stream_audio_url=st.text(max_size=20),
-    image_url=st.text(max_size=20),
-    prompt=st.text(max_size=40),
-    model_name=st.text(max_size=10),
-    title=st.text(max_size=20),
-    tags=st.text(max_size=20),
-    create_time=st.none() | AWARE,
-    duration=st.none() | st.floats(allow_nan=False, allow_infinity=False),
-    source_audio_url=st.text(max_size=20),
-    source_stream_audio_url=st.text(max_size=20),
-    source_image_url=st.text(max_size=20),
-    extra=st.dictionaries(EXTRA_KEYS, JSON_VALUES, max_size=3),
-)
-
 
 def test_extra_key_filter_rejects_both_spellings() -> None:
     for key in ("audio_url", "audioUrl", "createTime", "create_time", "modelName", "id"):
-        assert not _not_a_track_field(key)
-    assert _not_a_track_field("lyricsAligned")
+        assert not not_a_track_field(key)
+    assert not_a_track_field("lyricsAligned")
 
 
 @given(TRACKS)
@@ -891,21 +821,6 @@ def test_track_round_trip_through_camel_case(track: Track) -> None:
     assert wire.structure_track(camel) == track
 
 
-EVENTS = st.builds(
-    CallbackEvent,
-    task_id=st.text(min_size=1, max_size=40),
-    callback_type=st.sampled_from(["text", "first", "complete", "error"]) | st.text(max_size=12),
-    code=st.sampled_from([200, 400, 408, 413, 451, 500, 501, 531]) | st.integers(),
-    msg=st.text(max_size=40),
-    tracks=st.lists(TRACKS, max_size=3).map(tuple),
-    extra=st.dictionaries(
-        st.text(min_size=1, max_size=12).filter(lambda k: k not in ("code", "msg", "data")),
-        JSON_VALUES,
-        max_size=3,
-    ),
-)
-
-
 @given(EVENTS)
 @settings(max_examples=150)
 def test_callback_round_trip(event: CallbackEvent) -> None:
@@ -918,106 +833,8 @@ def test_callback_round_trip(event: CallbackEvent) -> None:
 
 # ---------------------------------------------------------------- hypothesis: never crash
 
-ODD_STRINGS = st.sampled_from(
-    [
-        "",
-        "2026-01-01 12:01:45",
-        "2026-01-01T12:01:45Z",
-        "1767268905123",
-        "-1",
-        "²",
-        "1" * 5000,
-        "NaN",
-        "null",
-        "{not json",
-        '{"title": "x"}',
-        "SUCCESS",
-        "CALLBACK_EXCEPTION",
-        "error",
-    ]
-)
-ANY_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.sampled_from([10**400, -(10**400), 2**63])
-    | st.floats()
-    | st.text(max_size=20)
-    | ODD_STRINGS
-)
-ANY_JSON = st.recursive(
-    ANY_SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=20,
-)
 
-TRACK_KEYS = st.sampled_from(
-    [*sorted(FIELD_NAMES - {"extra"}), "createTime", "audioUrl", "modelName", "sourceImageUrl"]
-)
-HOSTILE = ANY_SCALARS | ANY_JSON  # scalars more often: they reach the field parsers
-TRACKISH = st.dictionaries(TRACK_KEYS | st.text(max_size=6), HOSTILE, max_size=8)
-TRACK_LISTS = st.lists(TRACKISH, min_size=1, max_size=3)
-CALLBACKISH = st.fixed_dictionaries(
-    {},
-    optional={
-        "code": ANY_JSON,
-        "msg": ANY_JSON,
-        "taskId": ANY_JSON,
-        "data": ANY_JSON
-        | st.fixed_dictionaries(
-            {},
-            optional={
-                "callbackType": ANY_JSON,
-                "callback_type": ANY_JSON,
-                "task_id": ANY_JSON | st.text(min_size=1),
-                "taskId": ANY_JSON,
-                "data": ANY_JSON | st.lists(TRACKISH | ANY_JSON, max_size=3),
-            },
-        ),
-    },
-)
 # Well formed up to the tracks, hostile inside them.
-WELL_FORMED_CALLBACK = st.fixed_dictionaries(
-    {
-        "code": HOSTILE,
-        "msg": HOSTILE,
-        "data": st.fixed_dictionaries(
-            {"callbackType": HOSTILE, "task_id": st.text(min_size=1), "data": TRACK_LISTS}
-        ),
-    }
-)
-WELL_FORMED_DETAILS = st.fixed_dictionaries(
-    {
-        "status": HOSTILE,
-        "errorCode": HOSTILE,
-        "param": HOSTILE,
-        "response": st.fixed_dictionaries({"sunoData": TRACK_LISTS}),
-    }
-)
-DETAILSISH = st.fixed_dictionaries(
-    {},
-    optional={
-        "taskId": ANY_JSON,
-        "status": ANY_JSON,
-        "param": ANY_JSON,
-        "errorCode": ANY_JSON,
-        "errorMessage": ANY_JSON,
-        "type": ANY_JSON,
-        "operationType": ANY_JSON,
-        "parentMusicId": ANY_JSON,
-        "response": ANY_JSON
-        | st.fixed_dictionaries(
-            {},
-            optional={
-                "sunoData": ANY_JSON | st.lists(TRACKISH, max_size=3),
-                "data": ANY_JSON | st.lists(TRACKISH, max_size=3),
-                "errorMessage": ANY_JSON,
-            },
-        ),
-    },
-)
 
 
 @given(ANY_JSON | CALLBACKISH | WELL_FORMED_CALLBACK)
@@ -1062,3 +879,25 @@ def test_a_filled_spelling_beats_an_empty_one_and_the_other_is_kept() -> None:
     first = wire.structure_track({"audio_url": "https://a", "audioUrl": "https://b"})
     assert first.audio_url == "https://a"
     assert first.extra == {"audioUrl": "https://b"}
+
+
+# ---------------- memory an attacker could pin
+
+
+def test_a_callback_keeps_at_most_a_few_tracks() -> None:
+    body = callback(TASK)
+    body["data"]["data"] = [{}] * 10_000
+    event = wire.structure_callback(body)
+    assert len(event.tracks) == MAX_TRACKS
+
+
+def test_nested_values_read_as_empty_text_and_never_break_a_read() -> None:
+    nested: Any = []
+    for _ in range(50_000):
+        nested = [nested]
+    event = wire.structure_callback(callback(TASK, title=None))
+    assert event.task_id == TASK
+    track = wire.structure_track({"id": "t", "title": nested, "prompt": {"a": 1}})
+    assert (track.title, track.prompt) == ("", "")
+    details = wire.structure_details({"taskId": TASK, "param": "[" * 100_000}, TASK)
+    assert details.param == "[" * 100_000  # kept as the raw text

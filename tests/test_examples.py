@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
+from helpers import CHILD_TESTING, NO_DETAILS_LIMIT, free_port
 
 from addvocals_async.testing import Simulator
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(speed=1000, seed=3) as simulator:
+    async with Simulator(speed=1000, seed=3, details_rate_limit=NO_DETAILS_LIMIT) as simulator:
         yield simulator
 
 
@@ -38,6 +32,7 @@ async def run_example(
 ) -> str:
     environ = {
         **os.environ,
+        **CHILD_TESTING,  # the 10-30 s poll interval of polling_only.py becomes 0.1-0.3 s
         "ADDVOCALS_BASE_URL": sim.base_url,
         "ADDVOCALS_API_KEY": sim.api_key,
         "ADDVOCALS_RECEIVER_SECRET": "example-secret-0123456789abcdef",

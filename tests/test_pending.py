@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import QUICK_RETRIES, REQUEST, SECRET
 
 from addvocals_async import (
     AddVocalsClient,
@@ -26,17 +27,8 @@ from addvocals_async import (
 )
 from addvocals_async.testing import Simulator, StageTimes
 
-SECRET = "pending-secret-0123456789abcdef"
-REQUEST: dict[str, Any] = {
-    "upload_url": "https://cdn.example.org/instrumental.mp3",
-    "prompt": "A calm piano ballad",
-    "title": "Quiet Harbour",
-    "style": "Jazz",
-    "negative_tags": "Metal",
-}
 # Stages late enough (0.3 / 0.6 / 0.9 s at speed 1000) to stop a process mid-flight.
 SLOW = StageTimes(text=300.0, first=600.0, complete=900.0)
-QUICK_RETRIES = (20.0, 40.0, 60.0)  # callback retries 20, 40, 60 ms apart at speed 1000
 
 
 def client_for(

@@ -11,17 +11,9 @@ import logging
 import aiohttp
 import pytest
 import yarl
-from helpers import registered
+from helpers import SECRET, TASK, callback_bytes, registered
 
 from addvocals_async import CallbackReceiver, Stage
-
-SECRET = "defences-secret-0123456789abcdef"
-TASK = "d" * 32
-
-
-def text_callback(task_id: str) -> bytes:
-    body = {"code": 200, "msg": "ok", "data": {"callbackType": "text", "task_id": task_id}}
-    return json.dumps(body).encode()
 
 
 async def connect(receiver: CallbackReceiver) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -81,7 +73,7 @@ async def test_a_flood_of_idle_connections_makes_room_for_genuine_callbacks() ->
         await asyncio.gather(*(writer.drain() for _, writer in idle))
         async with (
             aiohttp.ClientSession() as session,
-            session.post(url, data=text_callback(TASK)) as answer,
+            session.post(url, data=callback_bytes(TASK, "text")) as answer,
         ):
             assert answer.status == 200
         assert state.stage is Stage.TEXT

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import gc
 import hashlib
 import hmac
@@ -72,6 +73,7 @@ class Receiver:
     received: list[Received] = attrs.field(factory=list)
     submit_answered: bool = False
     arrived: asyncio.Event = attrs.field(factory=asyncio.Event)
+    closing: asyncio.Event = attrs.field(factory=asyncio.Event)
     _runner: web.AppRunner | None = None
     url: str = ""
 
@@ -82,7 +84,9 @@ class Receiver:
         )
         self.arrived.set()
         if self.delays:
-            await asyncio.sleep(self.delays.pop(0))
+            # A stall the test's end cuts short: shutdown never waits on a sleeping handler.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), self.delays.pop(0))
         status = self.statuses.pop(0) if self.statuses else self.status
         return web.json_response({"status": "received"}, status=status)
 
@@ -96,6 +100,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/cb/t0k3n"
 
     async def close(self) -> None:
+        self.closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
 

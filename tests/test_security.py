@@ -10,51 +10,63 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import dataclasses
 import io
 import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 import yarl
+from aiohttp import web
+from helpers import (
+    DETAILS,
+    OTHER_TASK,
+    QUICK_RETRIES,
+    REQUEST,
+    SECRET,
+    SUBMIT,
+    TASK,
+    FakeApi,
+    backend_size,
+    callback,
+    callback_bytes,
+    envelope,
+    event_log,
+    live,
+    registered,
+    token_of,
+)
 
 from addvocals_async import (
     AddVocalsClient,
     AddVocalsError,
     AuthenticationError,
     CallbackReceiver,
-    InMemoryBackend,
     PollPolicy,
     RetryPolicy,
     Stage,
     TaskFailedError,
+    TaskRegistry,
     TaskTimeoutError,
-    VocalTask,
     WebhookVerificationError,
     sign_webhook,
     verify_signature,
 )
+from addvocals_async._providers import get_provider
 from addvocals_async._signing import Secret
 from addvocals_async.testing import Simulator, StageTimes, oracle_signature
 
-SECRET = "receiver-secret-for-security-tests-42"
-REQUEST: dict[str, Any] = {
-    "upload_url": "https://cdn.example.org/instrumental.mp3",
-    "prompt": "A calm piano ballad with soothing vocals",
-    "title": "Quiet Harbour",
-    "style": "Jazz",
-    "negative_tags": "Heavy Metal, Aggressive Vocals",
-}
+# Real poll timings throughout: a refused callback must leave its task pending until the
+# genuine callbacks come, and the grace period before polling (0.5 s in PollPolicy.fast)
+# is what keeps a poll from finishing the task first.
+pytestmark = pytest.mark.real_timing
+
 # Stages late enough (0.3 / 0.4 / 0.5 s at speed 1000) to attack a task still pending.
 SLOW = StageTimes(text=300.0, first=400.0, complete=500.0)
-# Callback retries 20, 40 and 60 ms apart (the documented 1, 5, 15 minutes take 1.3 s).
-QUICK_RETRIES = (20.0, 40.0, 60.0)
 GENUINE_EVENTS = [("text", "callback"), ("first", "callback"), ("complete", "callback")]
 
 # kie's documented signature test vector.
@@ -68,77 +80,6 @@ VECTOR_BODY: dict[str, Any] = {
     "msg": "Text generation completed successfully.",
     "data": {"callbackType": "text", "task_id": VECTOR_TASK, "data": []},
 }
-
-
-@dataclasses.dataclass
-class Env:
-    sim: Simulator
-    receiver: CallbackReceiver
-    client: AddVocalsClient
-    http: aiohttp.ClientSession
-
-    async def post(
-        self, url: str | yarl.URL, body: bytes, headers: Mapping[str, str] | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        async with self.http.post(url, data=body, headers=headers) as response:
-            return response.status, await response.json()
-
-
-@contextlib.asynccontextmanager
-async def live(
-    provider: str = "apibox",
-    *,
-    receiver_kwargs: dict[str, Any] | None = None,
-    **sim_kwargs: Any,
-) -> AsyncIterator[Env]:
-    sim_kwargs.setdefault("speed", 1000)
-    sim_kwargs.setdefault("seed", 0)
-    async with (
-        Simulator(provider=provider, **sim_kwargs) as sim,
-        CallbackReceiver(secret=SECRET, **(receiver_kwargs or {})) as receiver,
-        AddVocalsClient(
-            sim.api_key,
-            base_url=sim.base_url,
-            provider=provider,
-            receiver=receiver,
-            poll=PollPolicy.fast(),
-            retry=RetryPolicy.no_wait(),
-        ) as client,
-        aiohttp.ClientSession() as http,
-    ):
-        yield Env(sim, receiver, client, http)
-
-
-def backend_size(receiver: CallbackReceiver) -> int:
-    backend = receiver.backend
-    assert isinstance(backend, InMemoryBackend)
-    return len(backend)
-
-
-async def event_log(task: VocalTask) -> list[tuple[str, str]]:
-    return [
-        (event.callback_type, str(event.extra.get("source", "callback")))
-        async for event in task.events(timeout=5)
-    ]
-
-
-def callback(task_id: str, kind: str = "complete", **extra: Any) -> bytes:
-    """A well-formed callback body naming ``task_id``, with an attacker's track."""
-    tracks = [
-        {
-            "id": "evil-track",
-            "audio_url": "https://evil.example/owned.mp3",
-            "stream_audio_url": "https://evil.example/owned",
-            "createTime": 1767268905123,
-            "duration": 1.0,
-        }
-    ]
-    data = {"callbackType": kind, "task_id": task_id, "data": tracks, **extra}
-    return json.dumps({"code": 200, "msg": "All generated successfully.", "data": data}).encode()
-
-
-def token_of(url: str) -> str:
-    return url.rsplit("/", 1)[1]
 
 
 def b64url(raw: bytes) -> str:
@@ -175,7 +116,7 @@ async def test_forged_tokens_are_refused_and_disturb_nothing() -> None:
         }
         for name, bad in forged.items():
             status, answer = await env.post(
-                yarl.URL(f"{base}/{bad}", encoded=True), callback(task.task_id)
+                yarl.URL(f"{base}/{bad}", encoded=True), callback_bytes(task.task_id)
             )
             assert (status, answer) == (
                 403,
@@ -202,7 +143,10 @@ async def test_a_body_sent_to_another_tasks_url_is_refused() -> None:
         url_b = env.sim.tasks[task_b.task_id].callback_url
         assert url_a != url_b
         # B's body to A's genuine URL, and A's body to B's.
-        for url, body in ((url_a, callback(task_b.task_id)), (url_b, callback(task_a.task_id))):
+        for url, body in (
+            (url_a, callback_bytes(task_b.task_id)),
+            (url_b, callback_bytes(task_a.task_id)),
+        ):
             status, answer = await env.post(url, body)
             assert status == 403
             assert answer["reason"] == "task id does not match the callback URL"
@@ -221,11 +165,11 @@ async def test_a_body_sent_to_another_tasks_url_is_refused() -> None:
         assert env.receiver.stats.accepted == 6
 
         # Both finished and forgotten: the URL still belongs to its own task.
-        status, _ = await env.post(url_a, callback(task_b.task_id))
+        status, _ = await env.post(url_a, callback_bytes(task_b.task_id))
         assert status == 403
         assert env.receiver.stats.rejected_mismatch == 3
         # A genuine replay to its own URL is acknowledged and ignored.
-        status, answer = await env.post(url_a, callback(task_a.task_id))
+        status, answer = await env.post(url_a, callback_bytes(task_a.task_id))
         assert (status, answer) == (200, {"status": "received"})
         assert env.receiver.stats.ignored == 1
         assert env.receiver.stats.accepted == 6
@@ -586,8 +530,8 @@ async def test_no_secret_in_reprs_errors_or_logs(caplog: pytest.LogCaptureFixtur
             "X-Webhook-Signature": sign_webhook(tasks[1].task_id, stamp, LEAK_HMAC),
         }
         for target, body, expected in (
-            (url[:-2] + "xx", callback(tasks[0].task_id), 403),
-            (url, callback(tasks[1].task_id), 403),
+            (url[:-2] + "xx", callback_bytes(tasks[0].task_id), 403),
+            (url, callback_bytes(tasks[1].task_id), 403),
             (url, io.BytesIO(b"x" * (2 * 1024 * 1024)), 413),
             (url, b"{broken", 400),
         ):
@@ -623,3 +567,74 @@ async def test_no_secret_in_reprs_errors_or_logs(caplog: pytest.LogCaptureFixtur
         for form in encodings(secret):
             for text in texts:
                 assert form not in text, (secret, text[:200])
+
+
+# ---------------- forged routes: a URL belongs to one task
+
+
+async def test_an_old_url_cannot_reach_another_registered_task() -> None:
+    """A URL whose registration is gone (failed submit, restart, evicted memory) must not
+    deliver to a task registered under its own URL."""
+    receiver = CallbackReceiver(secret=SECRET, public_url="https://hooks.example.org/av")
+    old = receiver.new_callback_url()  # registered nowhere: e.g. the submit that made it raised
+    victim, _ = await registered(receiver, OTHER_TASK)
+    answer = await receiver.handle_token(
+        token_of(old.url), {}, json.dumps(callback(OTHER_TASK)).encode()
+    )
+    assert answer.status == 403
+    assert victim.stage is Stage.PENDING
+    assert receiver.stats.rejected_mismatch == 1
+    await receiver.aclose()
+
+
+async def test_a_reattached_task_takes_no_content_from_a_url_not_proven_its_own() -> None:
+    """After a restart, client.task(id) has no URL of its own on record. A genuine token
+    proves a URL is this receiver's, not this task's: another task's old URL (from a proxy
+    log, or the callBackUrl record-info echoes) must not complete it with forged tracks.
+    Such a callback only asks for a poll."""
+    receiver = CallbackReceiver(secret=SECRET, public_url="https://hooks.example.org/av")
+    first_url = receiver.new_callback_url()
+    other_url = receiver.new_callback_url()
+    attached = TaskRegistry(receiver.backend, get_provider("apibox")).attach(TASK)
+    text = json.dumps(callback(TASK, "text")).encode()
+    assert (await receiver.handle_token(token_of(first_url.url), {}, text)).status == 200
+    forged = json.dumps(callback(TASK, "complete")).encode()
+    assert (await receiver.handle_token(token_of(other_url.url), {}, forged)).status == 200
+    assert attached.stage is Stage.PENDING  # nothing applied from either
+    assert attached.poll_requested  # but the waiters ask the API now
+    assert receiver.stats.accepted == 0
+    await receiver.aclose()
+
+
+async def test_the_submit_answer_beats_an_early_callback_naming_another_task(
+    fake_api: FakeApi,
+) -> None:
+    urls: list[str] = []
+
+    async def submit(request: web.Request) -> web.Response:
+        body = await request.json()
+        urls.append(body["callBackUrl"])
+        async with aiohttp.ClientSession() as session:  # someone holding the URL, early
+            await session.post(body["callBackUrl"], json=callback("forged-id"))
+        return envelope({"taskId": TASK})
+
+    async def details(request: web.Request) -> web.Response:
+        return envelope({"taskId": TASK, "status": "PENDING"})
+
+    base = await fake_api({("POST", SUBMIT): submit, ("GET", DETAILS): details})
+    async with (
+        CallbackReceiver(secret=SECRET) as receiver,
+        AddVocalsClient("k", base_url=base, receiver=receiver) as client,
+        aiohttp.ClientSession() as session,
+    ):
+        task = await client.add_vocals(**REQUEST)
+        assert task.task_id == TASK
+        assert task.stage is Stage.PENDING  # the forged complete was set aside
+        genuine = callback(TASK)
+        genuine["data"]["data"] = [{"id": "real", "audio_url": "https://files.example.org/r.mp3"}]
+        async with session.post(urls[0], json=genuine) as answer:
+            assert answer.status == 200
+        result = await task.complete(timeout=2)
+        assert [t.id for t in result.tracks] == ["real"]
+        async with session.post(urls[0], json=callback("forged-id")) as answer:
+            assert answer.status == 403  # the URL now belongs to the real task alone

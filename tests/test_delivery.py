@@ -1,0 +1,149 @@
+"""The delivery seam (``InMemoryBackend``) and the ``TaskRegistry``: orphans, the TTL
+sweep, that finished tasks leave nothing behind, and what happens when the seam's store
+is away (the receiver answers 503 so the sender retries; waiters poll meanwhile). The
+contract every backend keeps is in ``test_seam_contract.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import pytest
+from helpers import (
+    SECRET,
+    TASK,
+    callback_bytes,
+    registered,
+)
+
+from addvocals_async import (
+    CallbackEvent,
+    CallbackReceiver,
+    Delivery,
+    DeliveryResult,
+    DeliveryUnavailableError,
+    InMemoryBackend,
+    TaskRegistry,
+)
+from addvocals_async._providers import get_provider
+
+
+async def test_orphans_keep_one_event_of_each_type() -> None:
+    backend = InMemoryBackend()
+    for _ in range(10):
+        event = CallbackEvent(task_id=TASK, callback_type="text", code=200)
+        assert await backend.publish(Delivery("some-ref", event)) is DeliveryResult.ORPHANED
+    replayed: list[Delivery] = []
+
+    class Collect:
+        def deliver(self, delivery: Delivery) -> DeliveryResult:
+            replayed.append(delivery)
+            return DeliveryResult.ACCEPTED
+
+        def seam_closed(self) -> None:
+            pass
+
+        def seam_available(self, available: bool) -> None:
+            pass
+
+    backend.subscribe(Collect(), task_id=TASK)
+    assert [d.event.callback_type for d in replayed] == ["text"]
+
+
+async def test_registrations_silent_past_their_ttl_are_dropped() -> None:
+    backend = InMemoryBackend()
+    receiver = CallbackReceiver(secret=SECRET, public_url="https://h.example.org/av",
+                                backend=backend)  # fmt: skip
+    registry = TaskRegistry(backend, get_provider("apibox"), ttl=0.05)
+    lost = [(await registered(receiver, registry=registry))[0] for _ in range(5)]
+    await asyncio.sleep(0.1)
+    fresh, _ = await registered(receiver, registry=registry)  # sweeps the expired ones
+    assert len(backend) == 1
+    assert len(registry) == 1
+    assert all(not state.callbacks_expected for state in lost)  # their waiters poll instead
+    assert fresh.callbacks_expected
+    await receiver.aclose()
+
+
+@pytest.mark.slow
+async def test_a_hundred_thousand_finished_tasks_leave_nothing_behind() -> None:
+    """Issue: no leak after 100k tasks. Each task is registered, bound and completed by a
+    genuine callback; a late duplicate of each is acknowledged and ignored. What remains is
+    only the bounded memory of recent references, never one entry per task."""
+    n = 100_000
+    receiver = CallbackReceiver(secret=SECRET, public_url="https://hooks.example.org/av")
+    backend = receiver.backend
+    assert isinstance(backend, InMemoryBackend)
+    registry = TaskRegistry(backend, get_provider("apibox"))
+    template = '{"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "%s"}}'
+    jobs = []
+    for i in range(n):
+        task_id = f"{i:032x}"
+        _, url = await registered(receiver, task_id, registry=registry)
+        jobs.append((url.rsplit("/", 1)[1], (template % task_id).encode()))
+    assert len(backend) == len(registry) == n
+    for token, body in jobs:
+        assert (await receiver.handle_token(token, {}, body)).status == 200
+    assert len(backend) == len(registry) == 0
+    for token, body in jobs[-100:]:  # late duplicates
+        assert (await receiver.handle_token(token, {}, body)).status == 200
+    assert receiver.stats.accepted == n
+    assert receiver.stats.ignored == 100
+    assert receiver.stats.orphaned == 0
+    assert len(backend) == 0
+    for remembered in (backend._claims, backend._kept, backend._finished):
+        assert len(remembered) <= 2 * 4096
+    await receiver.aclose()
+
+
+class FlakyStore(InMemoryBackend):
+    """The in-memory seam behind a switch that makes its store unreachable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def publish(self, delivery: Delivery) -> DeliveryResult:
+        if self.down:
+            raise DeliveryUnavailableError("store unreachable")
+        return await super().publish(delivery)
+
+
+async def test_an_unavailable_store_gets_503_and_one_log_line_per_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FlakyStore()
+    async with (
+        CallbackReceiver(secret=SECRET, backend=store) as receiver,
+        aiohttp.ClientSession() as session,
+    ):
+        state, url = await registered(receiver, TASK)
+        store.down = True
+        with caplog.at_level(logging.WARNING, logger="addvocals_async.receiver"):
+            for _ in range(5):
+                async with session.post(url, data=callback_bytes(TASK, "text")) as answer:
+                    assert answer.status == 503
+            assert str(state.stage) == "pending"  # nothing was applied, nothing lost
+            store.down = False
+            async with session.post(url, data=callback_bytes(TASK, "text")) as answer:
+                assert answer.status == 200  # the sender's retry lands
+        assert str(state.stage) == "text"
+        assert receiver.stats.unavailable == 5
+        assert receiver.stats.accepted == 1
+        lines = [r.getMessage() for r in caplog.records]
+        assert sum("unavailable" in line for line in lines) == 1
+        assert sum("is back" in line for line in lines) == 1
+
+
+async def test_waiters_poll_while_the_seam_is_away_and_stop_when_it_is_back() -> None:
+    registry = TaskRegistry(InMemoryBackend(), get_provider("apibox"))
+    state = registry.attach(TASK)
+    expecting = []
+    for available in (False, True):
+        changed = state.changed()
+        registry.seam_available(available)
+        assert changed.done()  # waiters wake up: to start polling, or to stop
+        expecting.append(state.callbacks_expected)
+    assert expecting == [False, True]
+    await asyncio.sleep(0)

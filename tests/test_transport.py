@@ -1,0 +1,82 @@
+"""The transport (``addvocals_async._http``): envelopes and odd answers, ``Retry-After``,
+timeouts. Where the simulator cannot misbehave the way a test needs, the ``fake_api``
+fixture plays the API."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+from helpers import (
+    REQUEST,
+    SUBMIT,
+    TASK,
+    FakeApi,
+    envelope,
+)
+
+from addvocals_async import (
+    AddVocalsClient,
+    APIConnectionError,
+    RetryPolicy,
+)
+from addvocals_async._http import parse_retry_after
+
+
+@pytest.mark.parametrize("value", ["²", "Wed, 21 Oct 2015 07:28:00 -0000", "9" * 400, "1e999"])
+def test_retry_after_parsing_never_raises(value: str) -> None:
+    result = parse_retry_after(value)
+    assert result is None or result >= 0
+
+
+async def test_an_odd_retry_after_on_a_created_task_keeps_its_id(
+    fake_api: FakeApi,
+) -> None:
+    async def submit(request: web.Request) -> web.Response:
+        answer = envelope({"taskId": TASK})
+        answer.headers["Retry-After"] = "²"
+        return answer
+
+    base = await fake_api({("POST", SUBMIT): submit})
+    async with AddVocalsClient("k", base_url=base, callback_url="https://h.example.org/c") as c:
+        task = await c.add_vocals(**REQUEST)
+    assert task.task_id == TASK
+
+
+async def test_a_deeply_nested_answer_to_a_submit_is_ambiguous_not_a_crash(
+    fake_api: FakeApi,
+) -> None:
+    async def submit(request: web.Request) -> web.Response:
+        return web.Response(text="[" * 100_000 + "]" * 100_000, content_type="application/json")
+
+    base = await fake_api({("POST", SUBMIT): submit})
+    async with AddVocalsClient("k", base_url=base, callback_url="https://h.example.org/c") as c:
+        with pytest.raises(APIConnectionError) as caught:
+            await c.add_vocals(**REQUEST)
+    assert caught.value.maybe_submitted is True
+
+
+async def test_request_timeout_holds_on_a_session_the_caller_gave(
+    fake_api: FakeApi,
+) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await fake_api.hang()  # answers only when the test is over
+        return envelope(1)
+
+    base = await fake_api({("GET", "/api/v1/generate/credit"): slow})
+    async with aiohttp.ClientSession() as session:
+        client = AddVocalsClient("k", base_url=base, session=session, request_timeout=0.5,
+                                 retry=RetryPolicy.no_wait(attempts=1))  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(APIConnectionError):
+            await client.get_credits()
+    assert time.monotonic() - started < 2.0
+
+
+def test_retry_after_parsing() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
