@@ -178,24 +178,39 @@ class APITimeoutError(APIConnectionError):
 
 
 class TaskFailedError(AddVocalsError):
-    """The task failed: an error callback, a non-200 callback code or a failed status."""
+    """The task failed: an error callback, a non-200 callback code or a failed status.
+
+    ``msg`` is the API's message, verbatim; ``meaning`` what the provider documents for
+    ``code`` (kie's 531: "credits refunded, you may retry"), when it documents it.
+    ``str(error)`` shows both.
+    """
 
     def __init__(
-        self, task_id: str, code: int | None, msg: str, *, status: str | None = None
+        self,
+        task_id: str,
+        code: int | None,
+        msg: str,
+        *,
+        status: str | None = None,
+        meaning: str | None = None,
     ) -> None:
         self.task_id = task_id
         self.code = code
         self.msg = msg
         self.status = status
+        self.meaning = meaning
         parts = [f"task {task_id} failed"]
         if code is not None:
             parts.append(f"with code {code}")
         if status:
             parts.append(f"(status {status})")
-        super().__init__(" ".join(parts) + f": {msg or 'no message'}")
+        text = " ".join(parts) + f": {msg or 'no message'}"
+        if meaning and meaning.lower() not in (msg or "").lower():
+            text += f" ({meaning})"
+        super().__init__(text)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        rebuild = functools.partial(type(self), status=self.status)
+        rebuild = functools.partial(type(self), status=self.status, meaning=self.meaning)
         return (rebuild, (self.task_id, self.code, self.msg), self.__dict__)
 
 

@@ -204,16 +204,13 @@ class TaskState:
         )
 
     def _failure_from(self, event: CallbackEvent) -> TaskFailedError:
-        msg = event.msg
-        meaning = self.profile.describe_callback_code(event.code)
-        if meaning and meaning.lower() not in msg.lower():
-            msg = f"{msg} ({meaning})" if msg else meaning
         status = event.extra.get("status")
         return TaskFailedError(
             event.task_id,
             event.code,
-            msg,
+            event.msg,  # the API's words, verbatim; the provider's reading apart
             status=status if isinstance(status, str) else None,
+            meaning=self.profile.describe_callback_code(event.code),
         )
 
     def request_poll(self) -> None:

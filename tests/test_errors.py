@@ -115,7 +115,9 @@ def test_the_task_id_shows_even_when_set_after_the_error_was_made() -> None:
         RequestValidationError("style_weight", 0.615, "must be a multiple of 0.01"),
         APIConnectionError("reset", maybe_submitted=True),
         APITimeoutError("no answer"),
-        TaskFailedError("t1", 531, "refunded", status="GENERATE_AUDIO_FAILED"),
+        TaskFailedError(
+            "t1", 531, "Failed", status="GENERATE_AUDIO_FAILED", meaning="credits refunded"
+        ),
         TaskTimeoutError("t1", "complete", 9.0),
     ],
     ids=lambda e: type(e).__name__,

@@ -154,7 +154,10 @@ def test_kie_531_failure_says_credits_were_refunded() -> None:
     state.apply(CallbackEvent(task_id=TASK, callback_type="error", code=531, msg="failed"))
     assert state.failure is not None
     assert state.failure.code == 531
-    assert "refunded" in state.failure.msg
+    assert state.failure.msg == "failed"  # the API's words, verbatim
+    assert state.failure.meaning is not None
+    assert "refunded" in state.failure.meaning  # the provider's reading, apart
+    assert "refunded" in str(state.failure)
     assert state.failure.task_id == TASK
 
 
