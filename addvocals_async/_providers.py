@@ -225,12 +225,22 @@ def make_api_error(
     retry_after: float | None = None,
 ) -> APIError:
     """The error for an answer. Without a JSON envelope the HTTP status stands in for the
-    code, and a bare 429 is a gateway's rate limit whatever the provider: an answer
-    without the API's envelope never comes from the API's own rate limiter."""
-    if not from_envelope and code == 429:
-        cls: type[APIError] = RateLimitError
-    else:
-        cls = error_class_for(profile, code)
+    code: a bare 429 is a gateway's rate limit whatever the provider, and a bare 405 is a
+    proxy's "method not allowed", not the API's rate limit."""
+    cls = error_class_for(profile, code)
+    if not from_envelope:
+        # A page from a proxy or gateway, not the API: only a real 429 is a rate limit.
+        # The API's own codes (405 and 430 rate limits, 429 credits on apibox, 455
+        # maintenance, 413 too long) mean what they mean only inside its envelope.
+        if code == 429:
+            cls = RateLimitError
+        elif cls in (
+            RateLimitError,
+            InsufficientCreditsError,
+            MaintenanceError,
+            PromptTooLongError,
+        ):
+            cls = APIError
     return cls(code, msg, http_status=http_status, task_id=task_id, retry_after=retry_after)
 
 

@@ -9,6 +9,7 @@ provider caps lower (kie: titles at 80), once, at submit. ``require_url`` is the
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 from typing import Protocol
@@ -84,6 +85,10 @@ def require_url(field: str, value: object) -> yarl.URL:
     assert isinstance(value, str)
     if value != value.strip():
         raise RequestValidationError(field, value, "must not start or end with white space")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise RequestValidationError(
+            field, value, "must not contain spaces or control characters: percent-encode them"
+        )
     try:
         url = yarl.URL(value)
     except (ValueError, TypeError):
@@ -96,9 +101,12 @@ def require_url(field: str, value: object) -> yarl.URL:
 def _check_weight(field: str, value: object) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal)):
         raise RequestValidationError(field, value, "must be a number between 0 and 1")
-    x = float(value)
+    try:
+        x = float(value)
+    except (OverflowError, ValueError):  # 10**400 does not fit a float
+        raise RequestValidationError(field, value, "must be between 0 and 1 inclusive") from None
     if not math.isfinite(x):
         raise RequestValidationError(field, value, "must be a finite number between 0 and 1")
     if not 0.0 <= x <= 1.0:

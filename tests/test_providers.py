@@ -199,6 +199,18 @@ def test_bare_429_without_envelope_is_rate_limit(provider: str) -> None:
 
 
 @pytest.mark.parametrize("provider", ALL)
+@pytest.mark.parametrize("status", [405, 413, 430, 455, 402])
+def test_bare_api_codes_without_envelope_are_a_proxys_page(provider: str, status: int) -> None:
+    """A proxy's "405 Method Not Allowed" page is not the API's rate limit: retrying it
+    five times only delays a configuration error. Only the envelope's codes mean that."""
+    profile = get_provider(provider)
+    error = make_api_error(profile, status, "Not Allowed", http_status=status, from_envelope=False)
+    assert type(error) is APIError
+    assert classify_submit(profile, error) is Outcome.FAIL
+    assert classify_get(error) is Outcome.FAIL
+
+
+@pytest.mark.parametrize("provider", ALL)
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_bare_5xx_without_envelope_is_ambiguous(provider: str, status: int) -> None:
     profile = get_provider(provider)

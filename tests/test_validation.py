@@ -5,6 +5,7 @@ An ``AddVocalsRequest`` is checked when it is built, so nothing invalid is ever 
 
 from __future__ import annotations
 
+import decimal
 import enum
 import json
 import math
@@ -441,3 +442,26 @@ def test_an_empty_unchecked_model_is_refused() -> None:
             negative_tags="n",
             model=UncheckedModel(""),
         )
+
+
+def test_a_decimal_weight_is_taken_and_sent_as_a_number() -> None:
+    request = make(style_weight=decimal.Decimal("0.61"))
+    assert wire.unstructure_request(request)["styleWeight"] == 0.61
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), decimal.Decimal("1e400")])
+def test_a_weight_too_big_for_a_float_is_a_validation_error(value: object) -> None:
+    rejected("style_weight", style_weight=value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cdn.example.org/my beat.mp3",
+        "https://cdn.example.org/a\tb.mp3",
+        "https://cdn.example.org/\x7f",
+    ],
+)
+def test_a_url_with_a_raw_space_or_control_character_is_refused(url: str) -> None:
+    error = rejected("upload_url", upload_url=url)
+    assert "percent-encode" in error.rule
