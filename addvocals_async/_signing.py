@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._convert import callback_task_id
+from ._convert import NOT_JSON, callback_task_id, parse_json
 from ._errors import WebhookVerificationError
 
 __all__ = [
@@ -124,6 +124,15 @@ def sign_webhook(task_id: str, timestamp: int, key: str | bytes | Secret) -> str
     return base64.b64encode(digest).decode("ascii")
 
 
+def _signed_task_id(body: bytes | bytearray | str | Mapping[str, Any] | None) -> str | None:
+    if isinstance(body, (bytes, bytearray, str)):
+        parsed = parse_json(bytes(body) if isinstance(body, bytearray) else body)
+        if parsed is NOT_JSON:
+            raise WebhookVerificationError("the callback body is not JSON")
+        body = parsed
+    return callback_task_id(body) if isinstance(body, Mapping) else None
+
+
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     wanted = name.lower()
     for key, value in headers.items():
@@ -133,22 +142,26 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def verify_signature(
-    body: Mapping[str, Any] | str,
+    body: bytes | bytearray | str | Mapping[str, Any] | None,
     headers: Mapping[str, str],
     key: str | bytes | Secret,
     *,
+    task_id: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     now: float | None = None,
 ) -> None:
     """Check a kie-signed callback; raise ``WebhookVerificationError`` if it fails.
 
-    ``body`` is the parsed callback (its task id is read from ``data.task_id``, then
-    ``taskId``, then ``data.taskId``) or the task id
-    itself; ``headers`` are read case-insensitively. The timestamp must lie within
-    ``tolerance`` seconds of ``now`` in either direction. Note that kie signs only the task
-    id and the time, not the body: keep the URL token check too.
+    ``body`` is the request's raw body (bytes or text, as openai's and replicate's
+    verifiers take it) or the callback already parsed; the task id the signature covers is
+    read from ``data.task_id``, then ``taskId``, then ``data.taskId``. Pass ``task_id=``
+    (and ``body=None``) to check a task id you already have. ``headers`` are read
+    case-insensitively. The timestamp must lie within ``tolerance`` seconds of ``now`` in
+    either direction. kie signs only the task id and the time, not the body: keep the URL
+    token check too.
     """
-    task_id = body if isinstance(body, str) else callback_task_id(body)
+    if task_id is None:
+        task_id = _signed_task_id(body)
     if not task_id:
         raise WebhookVerificationError("the callback names no task id to check the signature of")
     signature = _header(headers, SIGNATURE_HEADER)

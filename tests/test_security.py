@@ -376,14 +376,24 @@ def vector_headers(stamp: int | str = VECTOR_TS, sig: str = VECTOR_SIG) -> dict[
     return {"X-Webhook-Timestamp": str(stamp), "X-Webhook-Signature": sig}
 
 
+def test_a_raw_body_that_is_not_json_fails_verification() -> None:
+    for raw in (b"\xff\xfe", "not json", b"[1, 2]", VECTOR_TASK):  # a task id is not a body
+        with pytest.raises(WebhookVerificationError):
+            verify_signature(raw, vector_headers(), VECTOR_KEY, now=VECTOR_TS)
+
+
 def test_spec_test_vector() -> None:
     assert sign_webhook(VECTOR_TASK, VECTOR_TS, VECTOR_KEY) == VECTOR_SIG
     assert sign_webhook(VECTOR_TASK, VECTOR_TS + 1, VECTOR_KEY) == VECTOR_SIG_NEXT
     # The simulator's own implementation agrees.
     assert oracle_signature(VECTOR_KEY.encode(), VECTOR_TASK, VECTOR_TS) == VECTOR_SIG
     for key in (VECTOR_KEY, VECTOR_KEY.encode(), Secret(VECTOR_KEY)):
-        verify_signature(VECTOR_TASK, vector_headers(), key, now=VECTOR_TS)
+        verify_signature(None, vector_headers(), key, task_id=VECTOR_TASK, now=VECTOR_TS)
         verify_signature(VECTOR_BODY, vector_headers(), key, now=VECTOR_TS)
+        # The raw body, as a web framework hands it over: bytes or text.
+        raw = json.dumps(VECTOR_BODY)
+        verify_signature(raw, vector_headers(), key, now=VECTOR_TS)
+        verify_signature(raw.encode(), vector_headers(), key, now=VECTOR_TS)
     # The first signature must not verify for the next second.
     with pytest.raises(WebhookVerificationError, match="does not match"):
         verify_signature(VECTOR_BODY, vector_headers(VECTOR_TS + 1), VECTOR_KEY, now=VECTOR_TS)
