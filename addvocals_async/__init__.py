@@ -7,7 +7,13 @@ of the API for tests and demos.
 """
 
 from ._client import AddVocalsClient
-from ._config import PollPolicy, RetryPolicy, is_testing, set_testing
+from ._config import (
+    PollPolicy,
+    RetryPolicy,
+    configure_logging_from_environment,
+    is_testing,
+    set_testing,
+)
 from ._convert import WireFormat
 from ._delivery import (
     Delivery,
@@ -52,6 +58,7 @@ from ._receiver import (
     CallbackReceiver,
     CallbackURL,
     EventHook,
+    Reachability,
     ReceiverResponse,
     ReceiverStats,
 )
@@ -60,6 +67,9 @@ from ._signing import Secret, sign_webhook, verify_signature
 from ._tasks import DetailsSource, TaskState, VocalTask
 from ._validation import UncheckedModel
 from ._version import __version__
+
+configure_logging_from_environment()
+del configure_logging_from_environment
 
 __all__ = [
     "PROVIDERS",
@@ -93,6 +103,7 @@ __all__ = [
     "PromptTooLongError",
     "ProviderProfile",
     "RateLimitError",
+    "Reachability",
     "ReceiverClosedError",
     "ReceiverResponse",
     "ReceiverStats",

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from ._api import AddVocalsAPI
-from ._config import API_KEY_ENV, BASE_URL_ENV, PollPolicy, RetryPolicy
+from ._config import API_KEY_ENV, BASE_URL_ENV, PROVIDER_ENV, PollPolicy, RetryPolicy
 from ._convert import WireFormat, wire
 from ._download import ProgressCallback, download
 from ._errors import APIConnectionError, APIError, RequestValidationError
@@ -45,7 +45,8 @@ class AddVocalsClient:
     """The Add Vocals API client.
 
     ``api_key`` falls back to ``ADDVOCALS_API_KEY``. ``provider`` is ``"apibox"``
-    (default), ``"sunoapi"`` or ``"kie"`` (or a ``ProviderProfile``); ``base_url``
+    (default, or ``ADDVOCALS_PROVIDER``), ``"sunoapi"`` or ``"kie"`` (or a
+    ``ProviderProfile``); ``base_url``
     (or ``ADDVOCALS_BASE_URL``, handy to point a program at the simulator) overrides
     its host. With a ``receiver``, tasks get their callback URLs from it and
     resolve as callbacks land; without one, pass ``callback_url`` (the API requires one)
@@ -59,7 +60,7 @@ class AddVocalsClient:
         api_key: str | None = None,
         *,
         base_url: str | None = None,
-        provider: str | ProviderProfile = "apibox",
+        provider: str | ProviderProfile | None = None,
         receiver: CallbackReceiver | None = None,
         callback_url: str | None = None,
         request_timeout: float = 30.0,
@@ -77,7 +78,7 @@ class AddVocalsClient:
                 None,
                 f"is required: pass api_key=... or set the {API_KEY_ENV} environment variable",
             )
-        self.profile = get_provider(provider)
+        self.profile = get_provider(provider or os.environ.get(PROVIDER_ENV) or "apibox")
         base_url = base_url or os.environ.get(BASE_URL_ENV) or self.profile.base_url
         self.base_url = require_url("base_url", base_url)
         self.receiver = receiver
@@ -245,6 +246,9 @@ class AddVocalsClient:
             body["callBackUrl"] = callback_url
         if ref is None:
             task_id = await self._api.submit(body)
+            log.info(
+                "task %a submitted; it resolves by polling (its callbacks go elsewhere)", task_id
+            )
             return VocalTask(TaskState(task_id, self.profile), self._api, self.poll_policy)
         return await self._submit_with_callbacks(body, ref)
 
@@ -280,6 +284,7 @@ class AddVocalsClient:
         state = await registry.bind(state, task_id)
         if store is not None:
             self._in_background(store.bind(ref, task_id))
+        log.info("task %a submitted; its callbacks go to the receiver", task_id)
         return VocalTask(state, self._api, self.poll_policy)
 
     async def recover(

@@ -11,6 +11,7 @@ test sleeps through a real poll interval or backoff.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 from types import TracebackType
@@ -20,11 +21,14 @@ import attrs
 __all__ = [
     "API_KEY_ENV",
     "BASE_URL_ENV",
+    "LOG_ENV",
+    "PROVIDER_ENV",
     "SECRET_ENV",
     "TESTING_ENV",
     "WEBHOOK_KEY_ENV",
     "PollPolicy",
     "RetryPolicy",
+    "configure_logging_from_environment",
     "is_testing",
     "set_testing",
     "time_scale",
@@ -38,6 +42,11 @@ SECRET_ENV = "ADDVOCALS_RECEIVER_SECRET"
 """The receiver's secret, which keys the callback URL tokens."""
 WEBHOOK_KEY_ENV = "ADDVOCALS_WEBHOOK_HMAC_KEY"
 """kie's ``webhookHmacKey``: turns on the callback signature check."""
+LOG_ENV = "ADDVOCALS_LOG"
+"""``debug`` or ``info`` (or ``warning``): show the SDK's log lines on stderr, as
+``OPENAI_LOG`` does, without configuring logging yourself."""
+PROVIDER_ENV = "ADDVOCALS_PROVIDER"
+"""The provider (``apibox``, ``sunoapi``, ``kie``) when ``provider=`` is not given."""
 TESTING_ENV = "ADDVOCALS_TESTING"
 """``1`` (or a time scale such as ``0.001``) turns the testing switch on at import."""
 
@@ -192,3 +201,19 @@ class PollPolicy:
         else:
             base = min(self.maximum * scale, previous * 1.5)
         return base * random.uniform(0.8, 1.2)
+
+
+def configure_logging_from_environment() -> None:
+    """Honour ``ADDVOCALS_LOG``: a stderr handler on the ``addvocals_async`` logger at the
+    level named. Nothing happens when it is unset, or when that logger already has a
+    handler (the application configured logging itself)."""
+    level = os.environ.get(LOG_ENV, "").strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        return
+    logger = logging.getLogger("addvocals_async")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)

@@ -28,6 +28,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+import aiohttp
 import attrs
 import yarl
 from aiohttp import web
@@ -51,6 +52,7 @@ __all__ = [
     "CallbackReceiver",
     "CallbackURL",
     "EventHook",
+    "Reachability",
     "ReceiverResponse",
     "ReceiverStats",
 ]
@@ -99,6 +101,17 @@ class ReceiverResponse:
 
     def json(self) -> str:
         return json.dumps(self.body)
+
+
+@attrs.frozen
+class Reachability:
+    """What ``check_reachable()`` found: whether a probe sent to the public URL arrived
+    here, after how many ``seconds``, and in ``detail`` what to do when it did not."""
+
+    reachable: bool
+    url: str
+    seconds: float | None
+    detail: str
 
 
 @attrs.frozen
@@ -158,6 +171,7 @@ def _reject(status: int, reason: str) -> ReceiverResponse:
 
 _FORBIDDEN = _reject(403, "invalid callback token")
 _UNAVAILABLE = _reject(503, "callback storage unavailable, retry later")
+_PROBE_RECEIVED = ReceiverResponse(200, {"status": "probe received"})
 
 
 class CallbackReceiver:
@@ -246,6 +260,7 @@ class CallbackReceiver:
         self._in_flight = 0  # callback requests being received or handled right now
         self._seam_down = False
         self._rejections = RejectionLog()
+        self._probes: dict[str, asyncio.Future[float]] = {}
         self._drained: asyncio.Event | None = None
 
     def __repr__(self) -> str:
@@ -374,6 +389,8 @@ class CallbackReceiver:
             length = request.content_length
             if ref is None:
                 response = _FORBIDDEN
+            elif self._probes and ref in self._probes:
+                response = self._probe_arrived(ref)
             elif length is not None and length > self.max_body_size:
                 response = self._too_large()
             else:
@@ -425,6 +442,56 @@ class CallbackReceiver:
         ref, token = self._signer.new_token()
         return CallbackURL(ref=ref, url=str(yarl.URL(self.url) / "cb" / token))
 
+    # ---------------------------------------------------------------- self-test
+
+    async def check_reachable(self, *, timeout: float = 10.0) -> Reachability:
+        """Send a probe through ``public_url`` to this receiver and report whether, and
+        how fast, it arrived. Run it where the API would see you from: the probe goes out
+        through this machine's network, so a tunnel or proxy that the API reaches is
+        tested too, but a firewall letting only the API's addresses in is not.
+
+        The probe uses a fresh, genuine callback URL; nothing is published.
+        """
+        fresh = self.new_callback_url()
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Future[float] = loop.create_future()
+        self._probes[fresh.ref] = arrived
+        started = loop.time()
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+                session.post(fresh.url, json={"addvocals_probe": True}) as answer,
+            ):
+                status = answer.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            reason = "no answer in time" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+            return Reachability(
+                False,
+                self.url,
+                None,
+                f"the probe to {self.url} failed ({reason}): the API cannot reach this "
+                "receiver there either; check public_url, the proxy or the tunnel",
+            )
+        finally:
+            self._probes.pop(fresh.ref, None)
+        if arrived.done():
+            took = arrived.result() - started
+            return Reachability(True, self.url, took, f"the probe arrived in {took * 1000:.0f} ms")
+        return Reachability(
+            False,
+            self.url,
+            None,
+            f"{self.url} answered HTTP {status}, but the probe never reached this receiver: "
+            f"public_url points at another server, or a proxy does not forward "
+            f"{yarl.URL(self.url).path}/cb/ here",
+        )
+
+    def _probe_arrived(self, ref: str) -> ReceiverResponse:
+        probe = self._probes.get(ref)
+        if probe is not None and not probe.done():
+            probe.set_result(asyncio.get_running_loop().time())
+        return _PROBE_RECEIVED
+
     # ---------------------------------------------------------------- handling
 
     async def handle(self, path: str, headers: Mapping[str, str], body: bytes) -> ReceiverResponse:
@@ -443,6 +510,8 @@ class CallbackReceiver:
         ref = self._ref_for(token)
         if ref is None:
             return _FORBIDDEN
+        if self._probes and ref in self._probes:
+            return self._probe_arrived(ref)
         if len(body) > self.max_body_size:
             return self._too_large()
         return await self._handle_body(ref, headers, body)
@@ -451,7 +520,11 @@ class CallbackReceiver:
         ref = self._signer.check(token)
         if ref is None:
             self.stats.rejected_token += 1
-            self._rejections.refused("invalid URL token")
+            self._rejections.refused(
+                "invalid URL token",
+                "forged, or signed with another secret: every process must share the same "
+                "ADDVOCALS_RECEIVER_SECRET",
+            )
         return ref
 
     async def _handle_body(

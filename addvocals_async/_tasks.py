@@ -88,6 +88,16 @@ def _wake_all(waiters: list[asyncio.Future[None]], start: int = 0) -> None:
         asyncio.get_running_loop().call_soon(_wake_all, waiters, end)
 
 
+def _log_progress(state: TaskState, event: CallbackEvent) -> None:
+    source = event.extra.get("source", "callback")
+    if state.stage is Stage.COMPLETE:
+        log.info("task %a complete: %d tracks (by %s)", state.task_id, len(event.tracks), source)
+    elif state.stage is Stage.FAILED:
+        log.info("task %a failed with code %s (by %s)", state.task_id, event.code, source)
+    else:
+        log.debug("task %a reached %s (by %s)", state.task_id, state.stage.value, source)
+
+
 class TaskState:
     """The stage machine of one task. Applying events is synchronous and never blocks."""
 
@@ -107,6 +117,7 @@ class TaskState:
         "last_activity",
         "poll_requested",
         "profile",
+        "quiet_warned",
         "ref",
         "stage",
         "task_id",
@@ -129,6 +140,7 @@ class TaskState:
         self.failure: TaskFailedError | None = None
         self.last_activity = time.monotonic()
         self.poll_requested = False
+        self.quiet_warned = False
         self._changed: asyncio.Future[None] | None = None
         self._waiters: set[asyncio.Future[None]] | None = None
         self._deadlines: list[tuple[float, int, asyncio.Future[None]]] | None = None
@@ -175,6 +187,8 @@ class TaskState:
             self._events = []
         self._events.append(event)
         self._notify()
+        if log.isEnabledFor(logging.INFO):
+            _log_progress(self, event)
         if self.stage.is_terminal and self._on_terminal is not None:
             callback, self._on_terminal = self._on_terminal, None
             callback(self)
@@ -482,7 +496,10 @@ class VocalTask:
             ):
                 # Callbacks flowing: stay quiet. Silent for `grace`: poll on the schedule.
                 quiet_for = now - state.last_activity
-                sleep = max(policy.grace_period - quiet_for, self._time_to_next_poll(now))
+                grace = policy.grace_period
+                sleep = max(grace - quiet_for, self._time_to_next_poll(now))
+                if quiet_for >= grace and not state.events and not state.quiet_warned:
+                    self._warn_quiet(grace)
             else:
                 sleep = self._time_to_next_poll(now)
             if sleep > 0:
@@ -501,6 +518,18 @@ class VocalTask:
             # the deadline comes first, the loop goes on to the last-chance poll.
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._poll(), remaining)
+
+    def _warn_quiet(self, grace: float) -> None:
+        """Once per task: callbacks were expected and not one came within the grace period,
+        which looks exactly like a slow API unless somebody says so."""
+        self._state.quiet_warned = True
+        log.warning(
+            "no callback for task %a within %.1f s: polling the details endpoint instead. "
+            "Is the receiver's public_url reachable from the internet? "
+            "(await receiver.check_reachable() tests it)",
+            self.task_id,
+            grace,
+        )
 
     def _can_poll(self) -> bool:
         # A task whose id no answer or callback has named yet cannot be asked about.
@@ -527,6 +556,7 @@ class VocalTask:
             if self._last_poll is not None and now - self._last_poll < self._policy.poll_floor:
                 return  # a poll just happened, perhaps another waiter's: it was applied
             self._poll_interval = self._policy.next_interval(self._poll_interval)
+            log.debug("polling task %a", self.task_id)
             try:
                 # One attempt: a failed poll is retried by the poll schedule itself, not
                 # by a burst of requests against an API that just said "slow down".

@@ -98,3 +98,35 @@ def test_the_environment_variable_is_read_at_import() -> None:
         check=True,
     )
     assert done.stdout.split() == ["True", "0.001"]
+
+
+def test_addvocals_log_shows_the_sdks_lines_on_stderr() -> None:
+    """ADDVOCALS_LOG=info, as OPENAI_LOG: no logging set-up needed to see what happens."""
+    code = (
+        "import logging, addvocals_async\n"
+        "logging.getLogger('addvocals_async.tasks').info('a line from the SDK')\n"
+        "logging.getLogger('addvocals_async.tasks').debug('a debug line')\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"ADDVOCALS_LOG": "info", "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "INFO addvocals_async.tasks: a line from the SDK" in shown.stderr
+    assert "a debug line" not in shown.stderr
+    silent = subprocess.run(
+        [sys.executable, "-c", code], env={"PATH": ""}, capture_output=True, text=True, check=True
+    )
+    assert silent.stderr == ""
+
+
+def test_addvocals_provider_picks_the_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    from addvocals_async import AddVocalsClient
+
+    monkeypatch.setenv("ADDVOCALS_PROVIDER", "kie")
+    assert AddVocalsClient("k").profile.name == "kie"
+    assert AddVocalsClient("k", provider="sunoapi").profile.name == "sunoapi"
+    monkeypatch.delenv("ADDVOCALS_PROVIDER")
+    assert AddVocalsClient("k").profile.name == "apibox"

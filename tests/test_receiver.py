@@ -825,3 +825,66 @@ async def test_a_callback_in_flight_when_the_receiver_closes_still_lands() -> No
         response.release()
     assert state.stage is Stage.TEXT
     assert receiver.stats.accepted == 1
+
+
+# ---------------------------------------------------------------------------------- self-test
+
+
+async def test_check_reachable_finds_the_probe_that_arrives() -> None:
+    async with CallbackReceiver(secret=SECRET) as receiver:
+        report = await receiver.check_reachable(timeout=5)
+        assert report.reachable, report.detail
+        assert report.seconds is not None
+        assert report.url == receiver.url
+        assert receiver.stats.accepted == 0  # nothing was published
+
+
+async def test_check_reachable_says_when_nothing_answers() -> None:
+    sock = bound_socket()  # bound, never listening: connections are refused
+    port = sock.getsockname()[1]
+    receiver = CallbackReceiver(secret=SECRET, public_url=f"http://127.0.0.1:{port}/av")
+    async with receiver:
+        report = await receiver.check_reachable(timeout=2)
+    sock.close()
+    assert not report.reachable
+    assert "failed" in report.detail
+
+
+async def test_check_reachable_says_when_another_server_answers() -> None:
+    async def anything(_: web.Request) -> web.Response:
+        return web.json_response({"status": "received"})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", anything)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        other = f"http://127.0.0.1:{runner.addresses[0][1]}/av"
+        async with CallbackReceiver(secret=SECRET, public_url=other) as receiver:
+            report = await receiver.check_reachable(timeout=2)
+    finally:
+        await runner.cleanup()
+    assert not report.reachable
+    assert "never reached this receiver" in report.detail
+
+
+async def test_callbacks_that_never_come_are_said_once_per_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wrong public_url looks exactly like a slow API: one WARNING per task says so
+    when not one callback came within the grace period, and the task goes on polling."""
+    async with live(poll=PollPolicy(grace=0.2, initial=0.05, maximum=0.1)) as env:
+        env.sim.script("lost_all")
+        task = await submit(env.client)
+        with caplog.at_level(logging.DEBUG, logger="addvocals_async"):
+            results = await asyncio.gather(*(task.complete(timeout=5) for _ in range(3)))
+    assert all(r.source == POLL for r in results)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    quiet = [m for m in warnings if "no callback for task" in m]
+    assert len(quiet) == 1
+    assert "public_url reachable" in quiet[0]
+    assert task.task_id in quiet[0]
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("complete" in m and task.task_id in m for m in infos)
