@@ -136,3 +136,17 @@ def test_the_check_sees_a_private_type() -> None:
     found = {cls for hint in typing.get_type_hints(leaky).values() for cls in classes_in(hint)}
     assert Outcome in found
     assert not is_public(Outcome)
+
+
+def test_the_plugin_and_the_cli_do_not_import_the_simulator() -> None:
+    """pytest loads the plugin in every session of every project with the SDK installed,
+    and every CLI command parses its options first: neither runs a simulator, so neither
+    pays for one."""
+    code = (
+        "import sys, addvocals_async.testing.pytest_plugin, addvocals_async.cli\n"
+        "print('addvocals_async.testing._simulator' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "False"

@@ -16,10 +16,45 @@ With pytest, the ``addvocals_simulator`` fixture gives you a running one (config
 addvocals_async.testing`` runs one standalone for any client written for the real API.
 """
 
-from ._records import Delivery, RecordedRequest, SimTask, SimTrack
-from ._scenarios import SCENARIOS, StageTimes
-from ._simulator import Simulator, serve_forever
-from ._wire import oracle_signature
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._records import Delivery, RecordedRequest, SimTask, SimTrack
+    from ._scenarios import SCENARIOS, StageTimes
+    from ._simulator import Simulator, serve_forever
+    from ._wire import oracle_signature
+
+# Imported on first use: pytest loads this package's plugin in every session of every
+# project that installs the SDK, and the CLI reads the scenario names at start-up, so
+# neither should pay for the simulator (and aiohttp's server) unless it runs one.
+_WHERE = {
+    "Delivery": "_records",
+    "RecordedRequest": "_records",
+    "SimTask": "_records",
+    "SimTrack": "_records",
+    "SCENARIOS": "_scenarios",
+    "StageTimes": "_scenarios",
+    "Simulator": "_simulator",
+    "serve_forever": "_simulator",
+    "oracle_signature": "_wire",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "SCENARIOS",

@@ -15,7 +15,6 @@ from typing import TextIO
 
 from .._providers import PROVIDERS
 from ._scenarios import SCENARIOS
-from ._simulator import serve_until
 
 __all__ = ["configure_parser", "run"]
 
@@ -86,6 +85,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     to report as a usage error.
     """
     _check(args)
+    from ._simulator import serve_until  # the server only when one is run
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []

@@ -13,11 +13,12 @@ even where pytest-asyncio is missing; the fixture then fails with a message sayi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._simulator import Simulator
+if TYPE_CHECKING:
+    from ._simulator import Simulator
 
 __all__ = ["pytest_configure"]
 
@@ -44,6 +45,8 @@ def _simulator_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 async def _running_simulator(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
     """A running ``Simulator``; see the module docstring for configuration."""
+    from ._simulator import Simulator  # not at import: pytest loads this plugin everywhere
+
     async with Simulator(**_simulator_kwargs(request)) as simulator:
         yield simulator
 
