@@ -26,6 +26,7 @@ finished tasks.
 
 from __future__ import annotations
 
+import collections
 import enum
 import time
 from collections.abc import Iterator
@@ -43,10 +44,12 @@ __all__ = [
 
 
 class Delivery(NamedTuple):
-    """A genuine callback: its event and the reference of the URL it arrived through."""
+    """A genuine callback: its event, the reference of the URL it arrived through, and
+    the size of its body in bytes (what keeping it costs, roughly)."""
 
     ref: str
     event: CallbackEvent
+    size: int = 0
 
 
 class DeliveryResult(enum.Enum):
@@ -167,23 +170,83 @@ class _Generations:
         yield from self._old
 
 
+class _KeptEvents:
+    """Events of tasks nobody here awaits yet, until a subscriber takes them: bounded in
+    tasks, in bytes (a callback body may be a megabyte) and in time. Ordered by last
+    write, so the oldest is always first: expiry and eviction take it in O(1)."""
+
+    __slots__ = ("_bytes", "_entries", "max_bytes", "max_tasks", "ttl")
+
+    def __init__(self, *, ttl: float, max_tasks: int, max_bytes: int) -> None:
+        self.ttl = ttl
+        self.max_tasks = max_tasks
+        self.max_bytes = max_bytes
+        self._entries: collections.OrderedDict[str, tuple[float, list[Delivery], int]] = (
+            collections.OrderedDict()
+        )
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def keep(self, delivery: Delivery, *, per_task: int) -> None:
+        task_id = delivery.event.task_id
+        now = time.monotonic()
+        _, kept, size = self._entries.pop(task_id, (now, [], 0))
+        # One of each type (a sender's retries repeat them), and only a few types.
+        callback_type = delivery.event.callback_type
+        if len(kept) < per_task and all(d.event.callback_type != callback_type for d in kept):
+            kept.append(delivery)
+            size += delivery.size
+            self._bytes += delivery.size
+        self._entries[task_id] = (now, kept, size)
+        self._trim(now)
+
+    def take(self, task_id: str) -> list[Delivery]:
+        entry = self._entries.pop(task_id, None)
+        if entry is None:
+            return []
+        self._bytes -= entry[2]
+        return entry[1]
+
+    def _trim(self, now: float) -> None:
+        entries = self._entries
+        oldest = now - self.ttl
+        while entries:
+            stamp, _, size = next(iter(entries.values()))
+            if stamp >= oldest and len(entries) <= self.max_tasks and self._bytes <= self.max_bytes:
+                return
+            entries.popitem(last=False)
+            self._bytes -= size
+
+
 class InMemoryBackend:
     """The delivery seam within one process.
 
-    Everything it remembers expires after ``ttl`` seconds and is bounded in count by
-    about ``2 * memory`` entries: the claims of recent callback URLs, the events of tasks
-    nobody here awaits yet (one event of each type, at most ``orphan_events_per_task``
-    types), and the ids of tasks that ended here, whose late duplicates are ignored.
+    Everything it remembers expires after ``ttl`` seconds and is bounded: the claims of
+    recent callback URLs and the ids of tasks that ended here (whose late duplicates are
+    ignored) at about ``2 * memory`` entries each; the events of tasks nobody here awaits
+    yet at ``memory`` tasks, one event of each type and at most ``orphan_events_per_task``
+    types each, and ``max_kept_bytes`` of callback bodies in all.
     """
 
     def __init__(
-        self, *, memory: int = 4096, orphan_events_per_task: int = 4, ttl: float = 6 * 3600
+        self,
+        *,
+        memory: int = 4096,
+        orphan_events_per_task: int = 4,
+        ttl: float = 6 * 3600,
+        max_kept_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.ttl = ttl
         # ref -> owner task id. Bounded: a live task registered here is also guarded by
         # its registry, which knows the one URL it takes callbacks through.
         self._claims = _Generations(ttl, limit=2 * memory)
-        self._kept = _Generations(ttl, limit=2 * memory)  # task id -> [Delivery] unclaimed
+        self._kept = _KeptEvents(ttl=ttl, max_tasks=memory, max_bytes=max_kept_bytes)
         self._finished = _Generations(ttl, limit=2 * memory)  # task ids that ended
         self._orphan_cap = orphan_events_per_task
         self._by_task: dict[str, Subscriber | tuple[Subscriber, ...]] = {}
@@ -244,16 +307,7 @@ class InMemoryBackend:
         return result
 
     def _keep(self, delivery: Delivery) -> DeliveryResult:
-        task_id = delivery.event.task_id
-        kept = self._kept.get(task_id)
-        kept = kept if isinstance(kept, list) else []
-        # One of each type (a sender's retries repeat them), and only a few types.
-        callback_type = delivery.event.callback_type
-        if len(kept) < self._orphan_cap and all(
-            d.event.callback_type != callback_type for d in kept
-        ):
-            kept.append(delivery)
-        self._kept.put(task_id, kept)
+        self._kept.keep(delivery, per_task=self._orphan_cap)
         return DeliveryResult.ORPHANED
 
     def subscribe(
@@ -270,10 +324,8 @@ class InMemoryBackend:
         if task_id is not None:
             if ref is None:
                 _add(self._by_task, task_id, subscriber)
-            kept = self._kept.pop(task_id)
-            if isinstance(kept, list):
-                for delivery in kept:
-                    subscriber.deliver(delivery)
+            for delivery in self._kept.take(task_id):
+                subscriber.deliver(delivery)
 
     def unsubscribe(
         self, subscriber: Subscriber, *, task_id: str | None = None, ref: str | None = None

@@ -147,3 +147,42 @@ async def test_waiters_poll_while_the_seam_is_away_and_stop_when_it_is_back() ->
         expecting.append(state.callbacks_expected)
     assert expecting == [False, True]
     await asyncio.sleep(0)
+
+
+async def test_what_is_kept_for_unknown_tasks_is_bounded_in_bytes() -> None:
+    """Genuine callbacks for tasks nobody awaits here are kept for a later subscriber, but a
+    flood of big bodies must not grow memory without bound (1 MiB bodies, 4,096 tasks,
+    4 types: 16 GiB if counted in tasks alone)."""
+    backend = InMemoryBackend(max_kept_bytes=100_000)
+    async with (
+        CallbackReceiver(secret=SECRET, backend=backend) as receiver,
+        aiohttp.ClientSession() as session,
+    ):
+        padding = "x" * 20_000
+        for i in range(40):
+            task_id = f"{i:032x}"
+            url = receiver.new_callback_url().url  # genuine, and nobody awaits its task
+            body = callback_bytes(task_id, "text", padding=padding)
+            async with session.post(url, data=body) as answer:
+                assert answer.status == 200
+        kept = backend._kept
+        assert kept.bytes <= 100_000
+        assert 0 < len(kept) <= 5
+        assert receiver.stats.orphaned == 40
+        # The newest are the ones kept, and a subscriber still gets them.
+        replayed: list[Delivery] = []
+
+        class Collect:
+            def deliver(self, delivery: Delivery) -> DeliveryResult:
+                replayed.append(delivery)
+                return DeliveryResult.ACCEPTED
+
+            def seam_closed(self) -> None:
+                pass
+
+            def seam_available(self, available: bool) -> None:
+                pass
+
+        backend.subscribe(Collect(), task_id=f"{39:032x}")
+        assert [d.event.task_id for d in replayed] == [f"{39:032x}"]
+        assert kept.bytes < 100_000
