@@ -65,6 +65,7 @@ from ._receiver import (
 from ._registry import TaskRegistry, TerminalListener
 from ._signing import Secret, sign_webhook, verify_signature
 from ._tasks import DetailsSource, TaskState, VocalTask
+from ._throttle import SlidingWindowThrottle, SubmitThrottle
 from ._validation import UncheckedModel
 from ._version import __version__
 
@@ -112,7 +113,9 @@ __all__ = [
     "SQLitePendingStore",
     "Secret",
     "ServerError",
+    "SlidingWindowThrottle",
     "Stage",
+    "SubmitThrottle",
     "Subscriber",
     "TaskDetails",
     "TaskFailedError",

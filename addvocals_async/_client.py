@@ -34,6 +34,7 @@ from ._receiver import CallbackReceiver
 from ._registry import DEFAULT_TTL, TaskRegistry
 from ._signing import Secret
 from ._tasks import TaskState, VocalTask
+from ._throttle import SlidingWindowThrottle, SubmitThrottle
 from ._validation import check_provider_lengths, require_url
 
 __all__ = ["AddVocalsClient"]
@@ -53,6 +54,8 @@ class AddVocalsClient:
     and tasks resolve by polling. ``request_timeout`` bounds each HTTP request; task
     deadlines are separate (``task.complete(timeout=...)``). A task nobody hears of for
     ``task_ttl`` seconds is forgotten by the receiver side; its waiters go on polling.
+    Submits queue at the API's rate, 20 per 10 s (``throttle=``: a ``SubmitThrottle``, or
+    ``False`` to send at once and let rate limits be retried).
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class AddVocalsClient:
         wire_format: WireFormat | None = None,
         task_ttl: float = DEFAULT_TTL,
         pending_store: PendingStore | str | os.PathLike[str] | None = None,
+        throttle: SubmitThrottle | bool = True,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key or not key.strip():
@@ -110,6 +114,9 @@ class AddVocalsClient:
             receiver.backend if receiver is not None else None, self.profile, ttl=task_ttl
         )
         self._background: set[asyncio.Task[None]] = set()
+        self._throttle: SubmitThrottle | None = (
+            SlidingWindowThrottle() if throttle is True else throttle or None
+        )
         self._owns_store = isinstance(pending_store, (str, os.PathLike))
         self._pending: PendingStore | None = (
             SQLitePendingStore(pending_store)
@@ -244,6 +251,8 @@ class AddVocalsClient:
         if body.get("callBackUrl") != callback_url:
             require_url("callback_url", callback_url)
             body["callBackUrl"] = callback_url
+        if self._throttle is not None:
+            await self._throttle.acquire()  # queue at the API's rate rather than fail it
         if ref is None:
             task_id = await self._api.submit(body)
             log.info(

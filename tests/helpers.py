@@ -224,14 +224,16 @@ async def live(
     **sim_kwargs: Any,
 ) -> AsyncIterator[Env]:
     """A simulator (speed 1000, seed 0, no per-task details rate limit unless given), an
-    embedded receiver on port 0 and a client wired to both."""
+    embedded receiver on port 0 and a client wired to both. A simulator without a submit
+    rate limit (``rate_limit=None``) gets a client without a submit throttle."""
     sim_kwargs.setdefault("speed", 1000)
     sim_kwargs.setdefault("seed", 0)
     sim_kwargs.setdefault("details_rate_limit", NO_DETAILS_LIMIT)
+    unthrottled = "rate_limit" in sim_kwargs and sim_kwargs["rate_limit"] is None
     async with (
         Simulator(provider=provider, **sim_kwargs) as sim,
         CallbackReceiver(secret=SECRET, **(receiver_kwargs or {})) as receiver,
-        client_for(sim, receiver, poll) as client,
+        client_for(sim, receiver, poll, throttle=not unthrottled) as client,
         aiohttp.ClientSession() as http,
     ):
         yield Env(sim, receiver, client, http)
