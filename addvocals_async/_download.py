@@ -1,8 +1,17 @@
 """Downloads of generated files: atomic, no-clobber, and safe against what a callback says.
 
 Track ids and URLs arrive in callbacks, whose bodies nobody signs (kie signs only the task
-id and the time), so a file name is never taken from them as it is, and an answer that is
-a web page instead of audio is refused rather than saved as ``.mp3``.
+id and the time), so the host a download talks to may be anyone's:
+
+- a file name is never taken from them as it is (an unsafe id becomes a hash; the URL's
+  extension is kept only when it is one of the kind's, else ``.mp3`` / ``.jpeg``);
+- the whole download has a deadline (``timeout``) and each read a stall limit (the client's
+  ``request_timeout``), so a trickle or a stall ends;
+- at most ``max_bytes`` are written, counted after decompression (a gzip bomb);
+- only the kind asked for is saved: by Content-Type, and by the first bytes when the type is
+  missing or generic; a page or JSON is refused whatever its type says.
+
+Every refusal is an ``AddVocalsError``, and the file, written aside, is removed.
 """
 
 from __future__ import annotations
