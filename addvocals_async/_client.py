@@ -389,25 +389,43 @@ class AddVocalsClient:
         overwrite: bool = False,
         allow_stream: bool = False,
         progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+        max_bytes: int | None = None,
     ) -> Path:
         """Save a track's audio (``kind="audio"``) or cover (``kind="image"``) to ``dest``.
 
-        ``dest`` is a file path, or a directory (the file is named after the track id).
-        The file appears only when complete (written aside, then renamed); nothing
-        half-written is left behind on failure or cancellation. An existing file is kept
-        unless ``overwrite=True``. Before ``complete``, ``audio_url`` may be empty:
+        ``dest`` is a file path, or a directory (the file is named after the track id, with
+        the URL's extension only when it is one of that kind's: ``.mp3`` ``.wav`` ``.flac``
+        ``.ogg`` ``.m4a``…, or ``.jpeg`` ``.png`` ``.webp`` ``.gif``; else ``.mp3`` or
+        ``.jpeg``). The file appears only when complete (written aside, then renamed);
+        nothing half-written is left behind on failure or cancellation. An existing file is
+        kept unless ``overwrite=True``. Before ``complete``, ``audio_url`` may be empty:
         ``allow_stream=True`` then saves the stream, which is not the final file.
+
+        File hosts are not trusted. Connecting, and each read, must make progress within
+        ``request_timeout``; the whole download must end within ``timeout`` seconds
+        (default: 20 × ``request_timeout``, at least 5 minutes); at most ``max_bytes`` are
+        written, counted after decompression (default: 200 MB for audio, more than twice
+        an eight-minute WAV; 20 MB for an image). An answer typed as anything but audio
+        (or a raster image for ``kind="image"``), or typed generically
+        (``application/octet-stream``, none) whose first bytes are not those of an audio
+        file (MP3, WAV, FLAC, Ogg, M4A) or image (JPEG, PNG, WebP, GIF), is refused.
+        Failures raise ``APITimeoutError``, ``APIConnectionError`` (too large, connection
+        lost) or ``APIError`` (``NotFoundError`` for an expired file, a refused type);
+        ``FileExistsError`` when the file exists and ``overwrite`` is false.
         """
         return await download(
             self._transport.session,
             track,
             dest,
             profile=self.profile,
-            connect_timeout=self.request_timeout,
+            request_timeout=self.request_timeout,
             kind=kind,
             overwrite=overwrite,
             allow_stream=allow_stream,
             progress=progress,
+            timeout=timeout,
+            max_bytes=max_bytes,
         )
 
 

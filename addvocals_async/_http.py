@@ -102,6 +102,8 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop the session was first used in: an aiohttp session serves one."""
 
     def __repr__(self) -> str:
         return f"Transport(provider={self.profile.name!r}, api_key=***)"
@@ -112,9 +114,27 @@ class Transport:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        """The session requests go through (made on first use)."""
+        """The session requests go through (made on first use).
+
+        A session belongs to the event loop it was first used in; used from another (the
+        client kept across two ``asyncio.run`` calls), aiohttp would fail with a bare
+        ``RuntimeError`` ("Event loop is closed") or hang, so that is refused here with an
+        ``APIConnectionError`` that says what to do. Nothing has been sent then.
+        """
         if self._closed:
             raise RuntimeError("this client is closed")
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if self._loop is None:
+            self._loop = running
+        elif running is not None and running is not self._loop:
+            raise APIConnectionError(
+                "this client's HTTP session belongs to another event loop (an earlier "
+                "asyncio.run?) and cannot be used from this one: create the client inside "
+                "the coroutine that uses it, or one client per asyncio.run"
+            )
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers={"User-Agent": USER_AGENT}, timeout=self._timeout
@@ -139,6 +159,7 @@ class Transport:
     ) -> Any:
         """Send with retries; return the envelope's ``data`` or raise the precise error.
         ``attempts`` overrides the policy's (a task's poll makes one: its schedule retries)."""
+        _ = self.session  # a client used from another event loop fails here, not retried
         try:
             return await self._send(method, url, params, json_body, body, submit)
         except (APIError, APIConnectionError) as exc:

@@ -37,7 +37,7 @@ async def test_a_track_id_cannot_lead_a_download_out_of_its_folder(
             path = await client.download(track, folder)
             assert path.parent == folder
             assert path.name.startswith("track-")
-            assert path.suffix == ".sh"
+            assert path.suffix == ".mp3"  # a URL's ".sh" is not kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
 
 

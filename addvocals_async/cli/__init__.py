@@ -6,7 +6,9 @@ exits with a code that says what went wrong:
     0  done                       4  the task failed
     1  unexpected error           5  a wait timed out
     2  invalid input or usage     6  network trouble (API unreachable, connection lost)
-    3  the API refused            130 interrupted (Ctrl-C)
+    3  the API refused            7  local files (cannot create or write --out: a
+                                     missing or read-only folder, a full disk)
+                                  130 interrupted (Ctrl-C)
 
 Inside: ``_parser`` builds the options, ``_commands`` runs each subcommand, ``_output``
 shows results and turns errors into a line and a code, ``_demo`` is ``addvocals demo``.

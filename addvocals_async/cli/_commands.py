@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import secrets
 import sys
@@ -23,12 +24,14 @@ from ._demo import run_demo
 from ._output import (
     EXIT_API,
     EXIT_OK,
+    EXIT_USAGE,
     STAGE_WORDS,
     CLIError,
     Progress,
     download_tracks,
     emit,
     follow,
+    local_files,
     track_json,
 )
 
@@ -53,6 +56,9 @@ Command = Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
 
 def _api_key(args: argparse.Namespace) -> str:
     key = args.api_key or os.environ.get(API_KEY_ENV)
+    if key and not key.strip():
+        # --api-key is refused blank by the parser; a blank variable is refused here.
+        raise CLIError(f"{API_KEY_ENV} is set but blank: set it to your API key, or unset it")
     if not key:
         raise CLIError(
             f"no API key: pass --api-key KEY or set {API_KEY_ENV} "
@@ -209,7 +215,8 @@ async def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
                 f"try: addvocals wait {args.task_id}",
                 EXIT_API,
             )
-        dest.mkdir(parents=True, exist_ok=True)  # only now: a failed command leaves nothing
+        with local_files(dest):  # only now: a failed command leaves nothing
+            dest.mkdir(parents=True, exist_ok=True)
         for path in await download_tracks(
             client, tracks, dest, overwrite=args.overwrite, images=args.images, stream=sys.stderr
         ):
@@ -263,6 +270,14 @@ async def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
 # ---------------------------------------------------------------- simulate
 async def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
+    # The simulator's options are shared with ``python -m addvocals_async.testing``; what
+    # it leaves unchecked is checked here, as one line and exit 2.
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"argument --port: {args.port} is not a port: 0 to 65535", EXIT_USAGE)
+    if not math.isfinite(args.speed):
+        raise CLIError(f"argument --speed: {args.speed} is not a finite number", EXIT_USAGE)
+    if not args.api_key.strip():
+        raise CLIError("argument --api-key: the API key is blank", EXIT_USAGE)
     try:
         return await run_simulator(args, out)
     except argparse.ArgumentError as exc:

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from .. import AddVocalsClient, CallbackReceiver
 from .._config import API_KEY_ENV
-from ._output import Progress, download_tracks, follow
+from ._output import Progress, download_tracks, follow, local_files
 
 __all__ = ["run_demo"]
 
@@ -57,7 +57,8 @@ async def run_demo(out_dir: Path, *, speed: float = 40.0, out: TextIO) -> list[P
         out.write(f"submitted: task id {task.task_id}\n")
         result = await follow(task, Progress(out), timeout=120)
         out.write(f"\n{len(result.tracks)} tracks ready; downloading into {out_dir}/\n")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        with local_files(out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
         paths = await download_tracks(client, result.tracks, out_dir, overwrite=True, stream=out)
         stats = receiver.stats
     elapsed = time.monotonic() - started

@@ -7,15 +7,18 @@ Exit codes:
     0  done                       4  the task failed
     1  unexpected error           5  a wait timed out
     2  invalid input or usage     6  network trouble (API unreachable, connection lost)
-    3  the API refused            130 interrupted (Ctrl-C)
+    3  the API refused            7  local files (cannot create or write --out: a
+                                     missing or read-only folder, a full disk)
+                                  130 interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,6 +43,7 @@ __all__ = [
     "EXIT_API",
     "EXIT_ERROR",
     "EXIT_FAILED",
+    "EXIT_FILES",
     "EXIT_INTERRUPTED",
     "EXIT_NETWORK",
     "EXIT_OK",
@@ -53,10 +57,13 @@ __all__ = [
     "emit",
     "exit_code",
     "follow",
+    "local_files",
     "track_json",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_API, EXIT_FAILED, EXIT_TIMEOUT, EXIT_NETWORK = range(7)
+EXIT_FILES = 7
+"""The local file system refused (``--out`` cannot be made or written): not the network."""
 EXIT_INTERRUPTED = 130
 
 STAGE_WORDS = {
@@ -74,6 +81,32 @@ class CLIError(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.code = code
+
+
+@contextlib.contextmanager
+def local_files(where: Path) -> Iterator[None]:
+    """Turn a file-system error while writing into ``where`` into one line and exit code 7,
+    so that a missing, read-only or full folder is not reported as network trouble."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, AddVocalsError) or _refuses_overwrite(exc):
+            raise
+        raise CLIError(_local_error_line(exc, where), EXIT_FILES) from exc
+
+
+def _refuses_overwrite(exc: BaseException) -> bool:
+    """The SDK's own refusal to replace a file (no errno): a choice, shown with its option."""
+    return isinstance(exc, FileExistsError) and exc.errno is None
+
+
+def _local_error_line(exc: OSError, where: Path | None) -> str:
+    name = where if where is not None else exc.filename
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "a file is in the way of a folder"
+    else:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot write {name}: {reason} (a local file problem, not the network)"
 
 
 # ---------------------------------------------------------------- progress
@@ -209,10 +242,12 @@ async def download_tracks(
                 else:
                     progress.redraw(f"{name} {received} bytes")
 
-            path = await client.download(
-                track, dest, kind=kind, overwrite=overwrite, progress=report
-            )
-            progress.line(f"saved {path} ({path.stat().st_size} bytes)")
+            with local_files(dest):
+                path = await client.download(
+                    track, dest, kind=kind, overwrite=overwrite, progress=report
+                )
+                size = path.stat().st_size
+            progress.line(f"saved {path} ({size} bytes)")
             written.append(path)
     return written
 
@@ -228,10 +263,13 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_FAILED
     if isinstance(exc, TaskTimeoutError):
         return EXIT_TIMEOUT
-    if isinstance(exc, FileExistsError):
+    if _refuses_overwrite(exc):
         return EXIT_USAGE  # a download refusing to overwrite: the user's call, not the network
-    if isinstance(exc, (APIConnectionError, ReceiverClosedError, OSError)):
+    if isinstance(exc, (APIConnectionError, ReceiverClosedError)):
         return EXIT_NETWORK
+    if isinstance(exc, OSError) and not isinstance(exc, AddVocalsError):
+        # A path names a file-system error (mkdir, open); one without is a socket's (bind).
+        return EXIT_FILES if exc.filename is not None else EXIT_NETWORK
     if isinstance(exc, APIError):
         return EXIT_API
     return EXIT_ERROR
@@ -245,7 +283,7 @@ def describe(exc: BaseException) -> str:
             f"task {exc.task_id} is not complete{after} (it may still finish); "
             f"resume with: addvocals wait {exc.task_id}"
         )
-    if isinstance(exc, FileExistsError) and exc.errno is None:
+    if _refuses_overwrite(exc):
         # The SDK's refusal to overwrite: "<path> exists; pass overwrite=True ..."
         what = str(exc.args[0]).split(";")[0] if exc.args else "the file exists"
         return f"{what}; pass --overwrite to replace it"
@@ -257,6 +295,12 @@ def describe(exc: BaseException) -> str:
             "the API needs a callback URL: pass --callback-url URL, or --wait with "
             "--receiver-port PORT (and --public-url URL when the API cannot reach this machine)"
         )
+    if (
+        isinstance(exc, OSError)
+        and exc.filename is not None
+        and not isinstance(exc, AddVocalsError)
+    ):
+        return _local_error_line(exc, None)
     if isinstance(exc, (AddVocalsError, CLIError, OSError)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

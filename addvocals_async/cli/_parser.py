@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from .. import PROVIDERS, __version__
 from .._config import API_KEY_ENV, SECRET_ENV
@@ -21,16 +22,65 @@ from ._commands import (
 __all__ = ["add_simulate_command", "build_parser"]
 
 
-def _weight(text: str) -> float:
+# ---------------------------------------------------------------- option types
+# Each numeric option is checked where it is parsed: a value that would silently switch a
+# safety off (a NaN or negative deadline, an infinite one, a port bind() cannot take) is a
+# usage error, exit 2, with argparse's usage and one line naming the option.
+
+
+def _number(text: str) -> float:
+    """A finite number: ``nan``, ``inf`` and ``1e400`` are no number of seconds or weight."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _weight(text: str) -> float:
+    return _number(text)  # the range and the 0.01 grid: the request's own validation
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (a deadline: 0, negative or NaN would mean none)."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _speed(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive speed")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: 0 to 65535")
+    return value
+
+
+def _api_key(text: str) -> str:
+    """A key with something in it; the value itself is never echoed."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the API key is blank")
+    return text
 
 
 def _add_api_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("API")
-    group.add_argument("--api-key", help=f"API key (default: ${API_KEY_ENV}); never printed")
+    group.add_argument(
+        "--api-key", type=_api_key, help=f"API key (default: ${API_KEY_ENV}); never printed"
+    )
     group.add_argument(
         "--provider",
         choices=sorted(PROVIDERS),
@@ -40,7 +90,7 @@ def _add_api_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base-url", help="override the provider's base URL (e.g. a simulator)")
     group.add_argument(
         "--request-timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="timeout of each HTTP request (default: 30)",
@@ -48,7 +98,7 @@ def _add_api_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _poll_interval(text: str) -> float:
-    value = _weight(text)
+    value = _number(text)
     if not value >= 0.5:
         raise argparse.ArgumentTypeError(f"{text} is too often: poll at most twice a second")
     return value
@@ -66,7 +116,7 @@ def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--receiver-port",
-        type=int,
+        type=_port,
         metavar="PORT",
         help="run an embedded receiver on this port (0: any free port)",
     )
@@ -92,7 +142,7 @@ def _add_follow_options(parser: argparse.ArgumentParser, *, timeout_help: str) -
     the API and, optionally, a receiver."""
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="SECONDS",
         help=f"{timeout_help} (default: 20 minutes)",
@@ -106,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="addvocals",
         description="Add AI vocals to an instrumental with the Add Vocals API.",
-        epilog="Try it without an account: addvocals demo. Exit codes: 0 ok, 2 invalid input, "
-        "3 API error, 4 task failed, 5 timeout, 6 network, 130 interrupted.",
+        epilog="Try it without an account: addvocals demo. Exit codes: 0 ok, 1 unexpected, "
+        "2 invalid input, 3 API error, 4 task failed, 5 timeout, 6 network, "
+        "7 local files (cannot write --out), 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"addvocals {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -188,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and print each genuine one as a JSON line on stdout.",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="bind port (default: 8080)")
+    p.add_argument("--port", type=_port, default=8080, help="bind port (default: 8080)")
     p.add_argument("--public-url", help="the public base URL the API reaches")
     p.add_argument("--secret", help=f"receiver secret (default: ${SECRET_ENV})")
     p.set_defaults(func=cmd_serve)
@@ -208,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the tracks (default: ./demo-output)",
     )
     p.add_argument(
-        "--speed", type=float, default=40.0, help="time compression of the simulator (default: 40)"
+        "--speed", type=_speed, default=40.0, help="time compression of the simulator (default: 40)"
     )
     p.set_defaults(func=cmd_demo)
     return parser
