@@ -318,15 +318,27 @@ class AddVocalsClient:
             )
         if not timeout >= 0:
             raise RequestValidationError("timeout", timeout, "must be a number of seconds >= 0")
-        state = self._tasks.awaiting(ref)
+        registry = self._tasks
+        state = registry.awaiting(ref)
         deadline = time.monotonic() + timeout
-        task_id = state.task_id or await backend.owner(ref)
+
+        async def found() -> str | None:
+            task_id = state.task_id or await backend.owner(ref)
+            if task_id is not None and registry.live_elsewhere(task_id, ref):
+                # A task awaited here through its own URL cannot be this submit's.
+                log.warning(
+                    "ignored task %a as the result of recover(): it has its own URL", task_id
+                )
+                return None
+            return task_id
+
+        task_id = await found()
         while task_id is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
             await state.wait_changed(min(remaining, 1.0))
-            task_id = state.task_id or await backend.owner(ref)
+            task_id = await found()
         state = await self._tasks.bind(state, task_id)
         if self._pending is not None:
             self._in_background(self._pending.bind(ref, task_id))
@@ -394,7 +406,9 @@ class AddVocalsClient:
     ) -> Path:
         """Save a track's audio (``kind="audio"``) or cover (``kind="image"``) to ``dest``.
 
-        ``dest`` is a file path, or a directory (the file is named after the track id, with
+        ``dest`` is a folder or a file name. A folder is one that exists, a path ending in
+        ``/``, or a name with no suffix (``"songs"``): it is created when missing, and the
+        file inside is named after the track id (with
         the URL's extension only when it is one of that kind's: ``.mp3`` ``.wav`` ``.flac``
         ``.ogg`` ``.m4a``…, or ``.jpeg`` ``.png`` ``.webp`` ``.gif``; else ``.mp3`` or
         ``.jpeg``). The file appears only when complete (written aside, then renamed);

@@ -28,6 +28,7 @@ __all__ = [
     "CallbackParseError",
     "WireFormat",
     "callback_task_id",
+    "is_task_id",
     "parse_create_time",
     "parse_json",
     "wire",
@@ -145,6 +146,21 @@ def callback_task_id(body: Mapping[str, Any]) -> str | None:
         if isinstance(candidate, str) and candidate:
             return candidate
     return None
+
+
+def is_task_id(text: str) -> bool:
+    """A task id the SDK can carry anywhere (logs, Redis keys, URLs): 1 to 128 printable
+    characters that UTF-8 can encode. The API's are 32 hex digits, but are treated as
+    opaque; a lone surrogate or a control character is not one."""
+    if not 0 < len(text) <= 128 or not text.isprintable():
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 MAX_TRACKS = 16
@@ -276,6 +292,8 @@ class WireFormat:
             task_id = callback_task_id(body)
             if task_id is None:
                 raise CallbackParseError("callback body names no task id")
+        if not is_task_id(task_id):
+            raise CallbackParseError("callback body names no valid task id")
         callback_type = data.get("callbackType")
         if callback_type is None:
             callback_type = data.get("callback_type")

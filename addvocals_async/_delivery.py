@@ -230,8 +230,10 @@ class InMemoryBackend:
     Everything it remembers expires after ``ttl`` seconds and is bounded: the claims of
     recent callback URLs and the ids of tasks that ended here (whose late duplicates are
     ignored) at about ``2 * memory`` entries each; the events of tasks nobody here awaits
-    yet at ``memory`` tasks, one event of each type and at most ``orphan_events_per_task``
-    types each, and ``max_kept_bytes`` of callback bodies in all.
+    yet at ``memory`` tasks, one event of each known type and at most
+    ``orphan_events_per_task`` types each, bodies of at most ``max_kept_event_bytes``
+    (a genuine callback's is a few kilobytes), and ``max_kept_bytes`` of bodies in all:
+    parsed, a body takes up to about twenty times its size in memory.
     """
 
     def __init__(
@@ -240,13 +242,15 @@ class InMemoryBackend:
         memory: int = 4096,
         orphan_events_per_task: int = 4,
         ttl: float = 6 * 3600,
-        max_kept_bytes: int = 64 * 1024 * 1024,
+        max_kept_bytes: int = 4 * 1024 * 1024,
+        max_kept_event_bytes: int = 64 * 1024,
     ) -> None:
         self.ttl = ttl
         # ref -> owner task id. Bounded: a live task registered here is also guarded by
         # its registry, which knows the one URL it takes callbacks through.
         self._claims = _Generations(ttl, limit=2 * memory)
         self._kept = _KeptEvents(ttl=ttl, max_tasks=memory, max_bytes=max_kept_bytes)
+        self.max_kept_event_bytes = max_kept_event_bytes
         self._finished = _Generations(ttl, limit=2 * memory)  # task ids that ended
         self._orphan_cap = orphan_events_per_task
         self._by_task: dict[str, Subscriber | tuple[Subscriber, ...]] = {}
@@ -290,11 +294,15 @@ class InMemoryBackend:
         """``publish`` without a coroutine: the in-memory seam never waits."""
         event = delivery.event
         task_id = event.task_id
-        if self.claim_now(delivery.ref, task_id) != task_id:
+        ref = delivery.ref
+        owner = self._claims.get(ref)
+        if owner is not None and owner != task_id:
             return DeliveryResult.MISMATCH
+        if owner is None:
+            self._claims.put(ref, task_id)
         subscribers = self._by_task.get(task_id)
         if subscribers is None:
-            subscribers = self._by_ref.get(delivery.ref)
+            subscribers = self._by_ref.get(ref)
         if subscribers is not None:
             result = _deliver_to(subscribers, delivery)
         elif task_id in self._finished:
@@ -302,11 +310,20 @@ class InMemoryBackend:
             result = DeliveryResult.IGNORED
         else:
             result = self._keep(delivery)
-        if result is not DeliveryResult.MISMATCH and event.ends_task:
+        if result is DeliveryResult.MISMATCH:
+            if owner is None:
+                # Refused: it claims nothing (else client.recover() for this URL would
+                # name the task the refused body named).
+                self._claims.pop(ref)
+        elif event.ends_task:
             self._finished.put(task_id, True)
         return result
 
     def _keep(self, delivery: Delivery) -> DeliveryResult:
+        if delivery.event.stage is None or delivery.size > self.max_kept_event_bytes:
+            # Unknown types change nothing; a body far beyond a genuine callback's few
+            # kilobytes is not worth keeping: the awaiting task's poll covers both.
+            return DeliveryResult.IGNORED
         self._kept.keep(delivery, per_task=self._orphan_cap)
         return DeliveryResult.ORPHANED
 

@@ -89,7 +89,7 @@ async def download(
     url = download_url(track, kind, allow_stream)
     total_time = _check_timeout(timeout, request_timeout)
     limit = _check_max_bytes(max_bytes, kind)
-    target = _download_target(Path(dest), track, url, kind, overwrite=overwrite)
+    target = _download_target(dest, track, url, kind, overwrite=overwrite)
     client_timeout = aiohttp.ClientTimeout(
         total=total_time, sock_connect=request_timeout, sock_read=request_timeout
     )
@@ -345,10 +345,24 @@ def _check_first_bytes(
         )
 
 
-def _download_target(dest: Path, track: Track, url: str, kind: str, *, overwrite: bool) -> Path:
+def is_folder(dest: str | os.PathLike[str]) -> bool:
+    """The rule for ``dest``: a folder when it is one already, when it ends in a path
+    separator (``"songs/"``), or when its name has no suffix (``"songs"``, to be created);
+    a file name when it has one (``"take1.mp3"``)."""
+    text = os.fspath(dest)
+    path = Path(text)
+    return path.is_dir() or text.endswith(("/", os.sep)) or not path.suffix
+
+
+def _download_target(
+    dest: str | os.PathLike[str], track: Track, url: str, kind: str, *, overwrite: bool
+) -> Path:
     """The file a download writes: ``dest``, or a file named after the track inside it."""
-    if dest.is_dir():
-        dest = dest / _file_name(track, url, kind)
+    if is_folder(dest):
+        folder = Path(dest)
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / _file_name(track, url, kind)
+    dest = Path(dest)
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)

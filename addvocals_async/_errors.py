@@ -105,12 +105,20 @@ class APIError(AddVocalsError):
         self.retry_after = retry_after
         super().__init__(code, msg)
 
+    reading: str | None = None
+    """What the error means, said once for its class: 429 is "out of credits" on apibox
+    but "rate limited" on kie, so the number alone misleads."""
+
     def __str__(self) -> str:
         # Built when shown: the client adds the task id after the error is made.
         odd_status = self.http_status not in (None, 200, self.code)
         where = f" (HTTP {self.http_status})" if odd_status else ""
         about = f" for task {self.task_id}" if self.task_id else ""
-        return f"API error {self.code}{where}{about}: {self.msg or 'no message'}"
+        text = f"API error {self.code}{where}{about}: {self.msg or 'no message'}"
+        reading = self.reading
+        if reading and reading.lower() not in (self.msg or "").lower():
+            text += f" ({reading})"
+        return text
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.code, self.msg), self.__dict__)
@@ -123,6 +131,8 @@ class InvalidParametersError(APIError):
 class AuthenticationError(APIError):
     """401: the API key is missing, wrong or revoked."""
 
+    reading = "the API key is missing or wrong"
+
 
 class NotFoundError(APIError):
     """404: wrong method or path, or an unknown task."""
@@ -131,17 +141,25 @@ class NotFoundError(APIError):
 class RateLimitError(APIError):
     """Too many requests: 405 and 430 on apibox/sunoapi, 429 on kie. Retried on submit."""
 
+    reading = "rate limited: too many requests, retry later"
+
 
 class PromptTooLongError(APIError):
     """413 on apibox/sunoapi: the prompt or theme is too long."""
+
+    reading = "a text field is too long"
 
 
 class InsufficientCreditsError(APIError):
     """Not enough credits: 429 on apibox/sunoapi, 402 on kie."""
 
+    reading = "out of credits: top up the account; retrying will not help"
+
 
 class MaintenanceError(APIError):
     """455: the service is down for maintenance. Retried on submit."""
+
+    reading = "the API is under maintenance, retry later"
 
 
 class ServerError(APIError):

@@ -17,6 +17,7 @@ the attack. The guard:
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import resource
 
@@ -38,75 +39,99 @@ def default_max_connections() -> int:
     return max(16, min(10_000, soft - max(64, soft // 8)))
 
 
+class _Phase(enum.Enum):
+    SERVED = "served"  # a whole request arrived; its answer is being made
+    IDLE = "idle"  # kept alive between requests (aiohttp's keep-alive timer ends it)
+
+
 class ConnectionGuard:
     """Tracks the open connections of one listening socket; see the module docstring."""
 
     def __init__(self, *, max_connections: int, receive_timeout: float) -> None:
         self.max_connections = max_connections
         self.receive_timeout = receive_timeout
-        # Insertion-ordered: the oldest first. The value is the receive deadline's timer,
-        # or None while the connection is being served (a whole request arrived).
-        self._open: dict[asyncio.Transport, asyncio.TimerHandle | None] = {}
+        # Insertion-ordered, oldest first. The value is the receive deadline's timer while
+        # a request arrives, else the connection's phase. Only SERVED ones are spared.
+        self._open: dict[asyncio.Transport, asyncio.TimerHandle | _Phase] = {}
         self.evicted = 0
+        self.refused = 0
         self.timed_out = 0
         self._warned = False
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def opened(self, transport: asyncio.Transport) -> None:
-        if len(self._open) >= self.max_connections:
-            self._evict_one()
+    def opened(self, transport: asyncio.Transport) -> bool:
+        """Track a new connection; False when it must be closed at once (the limit is
+        reached and every open connection is being served)."""
+        if len(self._open) >= self.max_connections and not self._evict_one():
+            self.refused += 1
+            self._warn()
+            return False
         self._open[transport] = self._arm(transport)
+        return True
 
     def closed(self, transport: asyncio.Transport) -> None:
-        timer = self._open.pop(transport, None)
-        if timer is not None:
-            timer.cancel()
+        _disarm(self._open.pop(transport, None))
 
     def request_started(self, transport: asyncio.Transport | None) -> None:
         """A request's headers arrived: its body must follow within the deadline. (The
         first request of a connection is already under the deadline armed when it
         opened; a later one on a kept-alive connection gets one here.)"""
-        if transport is not None and transport in self._open and self._open[transport] is None:
+        if transport is not None and isinstance(self._open.get(transport), _Phase):
             self._open[transport] = self._arm(transport)
 
     def request_received(self, transport: asyncio.Transport | None) -> None:
-        """The whole request arrived: no deadline while it is served; it moves to the
-        back of the eviction order."""
-        if transport is None:
+        """The whole request arrived: no deadline, and spared from eviction, while it is
+        served."""
+        self._move(transport, _Phase.SERVED)
+
+    def response_made(self, transport: asyncio.Transport | None) -> None:
+        """Served: the connection idles until its next request, and may be evicted (so a
+        sender re-using one genuine URL cannot hold connections past the limit)."""
+        self._move(transport, _Phase.IDLE)
+
+    def _move(self, transport: asyncio.Transport | None, phase: _Phase) -> None:
+        if transport is None or transport not in self._open:
             return
-        timer = self._open.pop(transport, None)
-        if timer is not None:
-            timer.cancel()
+        _disarm(self._open.pop(transport))
         if not transport.is_closing():
-            self._open[transport] = None
+            self._open[transport] = phase  # to the back of the eviction order
 
     def _arm(self, transport: asyncio.Transport) -> asyncio.TimerHandle:
         loop = asyncio.get_running_loop()
         return loop.call_later(self.receive_timeout, self._expire, transport)
 
     def _expire(self, transport: asyncio.Transport) -> None:
-        if self._open.get(transport) is not None:
+        if isinstance(self._open.get(transport), asyncio.TimerHandle):
             self.timed_out += 1
-            self._open[transport] = None
+            self._open[transport] = _Phase.SERVED  # closing: spared, then forgotten
             transport.abort()
 
-    def _evict_one(self) -> None:
-        for transport, timer in self._open.items():
-            if timer is not None:  # still receiving: not being served
-                timer.cancel()
+    def _evict_one(self) -> bool:
+        for transport, phase in self._open.items():
+            if phase is not _Phase.SERVED:  # receiving, or idle: the oldest goes
+                _disarm(phase)
                 del self._open[transport]
                 self.evicted += 1
-                if not self._warned:
-                    self._warned = True
-                    log.warning(
-                        "the receiver reached %d open connections: closing the oldest idle "
-                        "ones to make room (a flood of slow or idle connections?)",
-                        self.max_connections,
-                    )
+                self._warn()
                 transport.abort()
-                return
+                return True
+        return False
+
+    def _warn(self) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "the receiver reached %d open connections: closing the oldest idle ones "
+                "to make room (a flood of slow or idle connections?)",
+                self.max_connections,
+            )
+
+
+def _disarm(phase: asyncio.TimerHandle | _Phase | None) -> None:
+    if isinstance(phase, asyncio.TimerHandle):
+        phase.cancel()
 
 
 class _GuardedProtocol(asyncio.Protocol):
@@ -122,8 +147,10 @@ class _GuardedProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._guard.opened(transport)
+        admitted = self._guard.opened(transport)
         self._inner.connection_made(transport)
+        if not admitted:
+            transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None:

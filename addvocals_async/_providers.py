@@ -23,6 +23,7 @@ from ._errors import (
     NotFoundError,
     PromptTooLongError,
     RateLimitError,
+    RequestValidationError,
     ServerError,
 )
 
@@ -202,7 +203,9 @@ def get_provider(provider: str | ProviderProfile) -> ProviderProfile:
         return PROVIDERS[provider]
     except KeyError:
         known = ", ".join(sorted(PROVIDERS))
-        raise ValueError(f"unknown provider {provider!r}; expected one of: {known}") from None
+        raise RequestValidationError(
+            "provider", provider, f"unknown provider; expected one of: {known}"
+        ) from None
 
 
 def error_class_for(profile: ProviderProfile, code: int) -> type[APIError]:

@@ -428,6 +428,8 @@ class CallbackReceiver:
             self._in_flight -= 1
             if not self._in_flight and self._drained is not None:
                 self._drained.set()
+            if guard is not None:
+                guard.response_made(transport)
         if response is _RECEIVED:
             return web.Response(body=_RECEIVED_JSON, content_type="application/json")
         return web.json_response(response.body, status=response.status)
@@ -546,15 +548,23 @@ class CallbackReceiver:
             self.stats.unavailable += 1
             self._log_unavailable(exc)
             return _UNAVAILABLE
+        except Exception as exc:  # a backend's own failure: still a retry, never a 500
+            self.stats.unavailable += 1
+            self._log_unavailable(exc)
+            return _UNAVAILABLE
         if self._seam_down:
             self._seam_down = False
             log.warning("the delivery seam is back: callbacks are stored again")
         return self._answer(outcome, delivery.event)
 
-    def _log_unavailable(self, exc: DeliveryUnavailableError) -> None:
+    def _log_unavailable(self, exc: Exception) -> None:
         if not self._seam_down:  # once per outage, not once per callback
             self._seam_down = True
-            log.error("the delivery seam is unavailable (%s): answering callbacks 503", exc)
+            log.error(
+                "the delivery seam is unavailable (%s): answering callbacks 503",
+                outside(exc, 200) if isinstance(exc, DeliveryUnavailableError) else repr(exc),
+                exc_info=not isinstance(exc, DeliveryUnavailableError),
+            )
 
     def _check_body(
         self, ref: str, headers: Mapping[str, str], body: bytes

@@ -105,6 +105,12 @@ class TaskRegistry:
             backend.unsubscribe(self, ref=ref)
         return state
 
+    def live_elsewhere(self, task_id: str, ref: str) -> bool:
+        """True when ``task_id`` is awaited here through another callback URL: then a
+        callback naming it through ``ref`` cannot be that URL's own task."""
+        state = self._by_task.get(task_id)
+        return state is not None and state.ref is not None and state.ref != ref
+
     def awaiting(self, ref: str) -> TaskState:
         """The state of the submit sent with callback URL ``ref`` whose answer was lost:
         its callbacks name the task. Made afresh (and subscribed) if none is kept here."""

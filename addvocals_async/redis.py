@@ -71,6 +71,9 @@ __all__ = ["RedisBackend", "redact_url"]
 
 log = logging.getLogger("addvocals_async.redis")
 
+CLOSE_TIMEOUT = 2.0
+"""How long ``aclose()`` waits for the reader task to end after cancelling it."""
+
 Client: TypeAlias = "aioredis.Redis | RedisCluster"
 
 DEFAULT_TTL = 6 * 3600
@@ -396,8 +399,15 @@ class RedisBackend:
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            # Bounded: a blocked read inside redis-py (a paused or failing-over server)
+            # may swallow the cancellation; closing must not wait for it forever. And
+            # asyncio.wait, unlike awaiting the task, never eats our caller's own cancel.
+            done, _ = await asyncio.wait({reader}, timeout=CLOSE_TIMEOUT)
+            if not done:
+                log.warning(
+                    "the Redis reader did not stop within %.0f s; closing without it",
+                    CLOSE_TIMEOUT,
+                )
         everyone = self._subscribers()
         self._watches.clear()
         self._dirty.clear()
@@ -480,7 +490,7 @@ class RedisBackend:
         pending: asyncio.Task[Any] | None = None
         delay = 0.05
         try:
-            while True:
+            while not self._closed:  # also ends a loop whose cancel was swallowed
                 try:
                     if feed_id is None:
                         feed_id, seq = await self._feed_position()

@@ -124,7 +124,12 @@ TRACKS = st.builds(
 
 EVENTS = st.builds(
     CallbackEvent,
-    task_id=st.text(min_size=1, max_size=40),
+    # Task ids as the SDK carries them (``is_task_id``): printable, encodable text.
+    task_id=st.text(
+        st.characters(blacklist_categories=("Cs", "Cc", "Cf", "Co", "Cn", "Zl", "Zp", "Zs")),
+        min_size=1,
+        max_size=40,
+    ),
     callback_type=st.sampled_from(["text", "first", "complete", "error"]) | st.text(max_size=12),
     code=st.sampled_from([200, 400, 408, 413, 451, 500, 501, 531]) | st.integers(),
     msg=st.text(max_size=40),

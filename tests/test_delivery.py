@@ -186,3 +186,21 @@ async def test_what_is_kept_for_unknown_tasks_is_bounded_in_bytes() -> None:
         backend.subscribe(Collect(), task_id=f"{39:032x}")
         assert [d.event.task_id for d in replayed] == [f"{39:032x}"]
         assert kept.bytes < 100_000
+
+
+async def test_a_refused_callback_claims_nothing() -> None:
+    """A body naming live task A sent through another URL is refused (403); it must not
+    leave that URL claimed by A, or client.recover() for it would hand over task A."""
+    backend = InMemoryBackend()
+    receiver = CallbackReceiver(secret=SECRET, backend=backend, public_url="https://h.example/av")
+    registry = TaskRegistry(backend, get_provider("apibox"))
+    live_a, _ = await registered(receiver, TASK, registry=registry)
+    other = receiver.new_callback_url()
+    registry.expect(other.ref)  # a submit whose answer was lost, listening on its URL
+    answer = await receiver.handle_token(
+        other.url.rsplit("/", 1)[1], {}, callback_bytes(TASK, "complete")
+    )
+    assert answer.status == 403
+    assert await backend.owner(other.ref) is None
+    assert live_a.stage.value == "pending"
+    await receiver.aclose()

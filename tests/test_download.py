@@ -98,6 +98,29 @@ async def test_download_writes_both_tracks_atomically(sim: Simulator, tmp_path: 
     assert all("Authorization" not in r.headers for r in file_gets)
 
 
+@pytest.mark.parametrize("given", ["songs", "songs/", "out/songs"])
+async def test_a_folder_that_does_not_exist_yet_is_made_and_holds_every_track(
+    sim: Simulator, tmp_path: Path, given: str
+) -> None:
+    """The rule: a path that exists as a folder, ends in "/", or has no suffix is a folder
+    (made when missing); both tracks land inside, named after their ids."""
+    async with client_for(sim) as client:
+        tracks = await _finished_tracks(sim, client)
+        paths = [await client.download(t, str(tmp_path / given)) for t in tracks]
+    folder = tmp_path / given.rstrip("/")
+    assert folder.is_dir()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{t.id}.mp3" for t in tracks)
+    assert [p.parent for p in paths] == [folder, folder]
+
+
+async def test_a_name_with_a_suffix_is_a_file_name(sim: Simulator, tmp_path: Path) -> None:
+    async with client_for(sim) as client:
+        tracks = await _finished_tracks(sim, client)
+        path = await client.download(tracks[0], tmp_path / "new" / "take1.mp3")
+    assert path == tmp_path / "new" / "take1.mp3"
+    assert path.is_file()
+
+
 async def test_download_of_an_expired_file_says_so_and_leaves_nothing(
     sim: Simulator, tmp_path: Path
 ) -> None:

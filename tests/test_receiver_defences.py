@@ -129,9 +129,47 @@ async def test_text_from_outside_cannot_forge_log_lines(
         body = {"code": 200, "msg": "", "data": {"callbackType": "text", "task_id": hostile}}
         with caplog.at_level(logging.DEBUG, logger="addvocals_async"):
             answer = await receiver.handle(yarl.URL(url).path, {}, json.dumps(body).encode())
-        assert answer.status == 403  # another task id than the URL's
+            # An unknown callback type is logged too (at DEBUG), escaped the same way.
+            odd = {"code": 200, "msg": "", "data": {"callbackType": hostile, "task_id": TASK}}
+            await receiver.handle(yarl.URL(url).path, {}, json.dumps(odd).encode())
+        assert answer.status == 400  # no valid task id: a malformed body
     messages = [r.getMessage() for r in caplog.records]
-    assert any("does not match" in m for m in messages)
+    assert any("malformed" in m for m in messages)
+    assert any("ignored a" in m and "forged line" in m for m in messages)
     for message in messages:
         assert "\n" not in message
         message.encode("utf-8")  # no lone surrogate reaches a handler
+
+
+async def test_kept_alive_connections_count_against_the_limit() -> None:
+    """A sender re-using one genuine URL keeps its connections alive by sending
+    duplicates: once answered they are idle, and evictable like any other."""
+    async with CallbackReceiver(secret=SECRET, max_connections=4, keepalive_timeout=30) as receiver:
+        _, url = await registered(receiver, TASK)
+        path = yarl.URL(url).path
+        body = callback_bytes(TASK, "text")
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        held = []
+        for _ in range(12):
+            reader, writer = await connect(receiver)
+            writer.write(request)
+            await writer.drain()
+            assert b"200" in await asyncio.wait_for(reader.readline(), 5)
+            held.append((reader, writer))
+        assert len(receiver._guard or ()) <= 4
+        closed = await asyncio.gather(*(closed_by_server(r, 2.0) for r, _ in held))
+        assert sum(closed) >= 8
+        for _, writer in held:
+            writer.close()
+
+
+async def test_a_task_id_that_is_not_text_is_a_bad_body() -> None:
+    async with CallbackReceiver(secret=SECRET) as receiver:
+        _, url = await registered(receiver, TASK)
+        for hostile in ("\ud800x", "a\nb", "x" * 200):
+            body = {"code": 200, "msg": "", "data": {"callbackType": "text", "task_id": hostile}}
+            answer = await receiver.handle(yarl.URL(url).path, {}, json.dumps(body).encode())
+            assert answer.status == 400

@@ -6,7 +6,7 @@ import argparse
 import math
 
 from .. import PROVIDERS, __version__
-from .._config import API_KEY_ENV, SECRET_ENV
+from .._config import API_KEY_ENV, PROVIDER_ENV, SECRET_ENV
 from ..testing._command import configure_parser
 from ._commands import (
     cmd_credits,
@@ -84,8 +84,8 @@ def _add_api_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--provider",
         choices=sorted(PROVIDERS),
-        default="apibox",
-        help="which reseller of the API (default: apibox)",
+        default=None,
+        help=f"which reseller of the API (default: ${PROVIDER_ENV}, else apibox)",
     )
     group.add_argument("--base-url", help="override the provider's base URL (e.g. a simulator)")
     group.add_argument(
