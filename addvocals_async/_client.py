@@ -114,6 +114,7 @@ class AddVocalsClient:
             receiver.backend if receiver is not None else None, self.profile, ttl=task_ttl
         )
         self._background: set[asyncio.Task[None]] = set()
+        self._ended_refs: set[str] = set()
         self._throttle: SubmitThrottle | None = (
             SlidingWindowThrottle() if throttle is True else throttle or None
         )
@@ -172,8 +173,17 @@ class AddVocalsClient:
 
     def _forget_pending(self, state: TaskState) -> None:
         """A terminal listener: the task ended, so its submit need not be resumed."""
-        if self._pending is not None and state.ref is not None:
-            self._in_background(self._pending.remove(state.ref))
+        store, ref = self._pending, state.ref
+        if store is not None and ref is not None:
+            self._ended_refs.add(ref)  # until the store has forgotten it too
+
+            async def forget() -> None:
+                try:
+                    await store.remove(ref)
+                finally:
+                    self._ended_refs.discard(ref)
+
+            self._in_background(forget())
 
     @property
     def can_poll(self) -> bool:
@@ -359,6 +369,8 @@ class AddVocalsClient:
         backend = self.receiver.backend if self.receiver is not None else None
         tasks = []
         for record in await store.pending():
+            if record.ref in self._ended_refs:
+                continue  # ended here a moment ago; the store is forgetting it
             task_id = record.task_id
             if task_id is None and backend is not None:
                 task_id = await backend.owner(record.ref)

@@ -377,7 +377,8 @@ class VocalTask:
         self._poll_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
-        return f"VocalTask(task_id={self.task_id!r}, stage={self.stage.value!r})"
+        shown = repr(self.task_id) if self.task_id_known else "<not known yet>"
+        return f"VocalTask(task_id={shown}, stage={self.stage.value!r})"
 
     @property
     def task_id(self) -> str:

@@ -169,3 +169,14 @@ async def test_resume_after_a_restart_finds_every_task_even_an_ambiguous_one(
         reopened = SQLitePendingStore(store_path)
         assert await reopened.pending() == []  # every task ended: nothing left to resume
         await reopened.aclose()
+
+
+async def test_a_task_that_just_ended_is_not_resumed(tmp_path: Path) -> None:
+    async with (
+        Simulator(speed=1000, seed=5) as sim,
+        CallbackReceiver(secret=SECRET) as receiver,
+        client_for(sim, receiver, tmp_path / "p.db") as client,
+    ):
+        task = await client.add_vocals(**REQUEST)
+        await task.complete(timeout=5)
+        assert await client.resume() == []  # at once, not half a second later
