@@ -4,6 +4,7 @@ watch on the loop's exceptions and error logs, the process's memory, callback bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -133,13 +134,13 @@ async def raw_request(
         return None
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
-def track_json(task_id: str, index: int, *, host: str = "https://cdn.example.org") -> dict[str, Any]:
+def track_json(
+    task_id: str, index: int, *, host: str = "https://cdn.example.org"
+) -> dict[str, Any]:
     """A plausible finished track of ``task_id`` (snake_case, as callbacks carry it)."""
     return {
         "id": f"{task_id[:8]}-{index}",
@@ -168,8 +169,10 @@ def callback_json(
 
 def post_head(path: str, length: int | None, extra: str = "") -> bytes:
     """A request head for ``path``: Content-Length, or chunked when ``length`` is None."""
-    framing = f"Content-Length: {length}\r\n" if length is not None else (
-        "Transfer-Encoding: chunked\r\n"
+    framing = (
+        f"Content-Length: {length}\r\n"
+        if length is not None
+        else ("Transfer-Encoding: chunked\r\n")
     )
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -136,8 +136,11 @@ async def run(n: int = 40_000, *, seed: int = 5) -> list[Row]:
             jobs: list[tuple[Any, ...]] = []
             for _ in range(per):
                 rnd = rng.choice(
-                    [secrets.token_urlsafe(rng.randrange(1, 60)), f"{secrets.token_urlsafe(16)}."
-                     f"{secrets.token_urlsafe(16)}", secrets.token_hex(40)]
+                    [
+                        secrets.token_urlsafe(rng.randrange(1, 60)),
+                        f"{secrets.token_urlsafe(16)}.{secrets.token_urlsafe(16)}",
+                        secrets.token_hex(40),
+                    ]
                 )
                 jobs.append(("random", receiver, rnd, evil(victim())))
                 k = rng.randrange(len(ids))
@@ -160,10 +163,19 @@ async def run(n: int = 40_000, *, seed: int = 5) -> list[Row]:
             jobs = []
             for _ in range(per):
                 a, b = rng.sample(range(len(ids)), 2)
-                jobs.append(("old URL → re-attached", receiver, tokens[a], evil(ids[b]), None,
-                             False))
-                jobs.append(("old URL → re-attached", receiver, rng.choice(old_tokens),
-                             evil(victim()), None, False))
+                jobs.append(
+                    ("old URL → re-attached", receiver, tokens[a], evil(ids[b]), None, False)
+                )
+                jobs.append(
+                    (
+                        "old URL → re-attached",
+                        receiver,
+                        rng.choice(old_tokens),
+                        evil(victim()),
+                        None,
+                        False,
+                    )
+                )
             await attack.many(jobs)
             await asyncio.sleep(1.0)  # the polls those callbacks asked for
             reattached_forged = _forged_content(reattached) + receiver.stats.accepted
@@ -171,41 +183,41 @@ async def run(n: int = 40_000, *, seed: int = 5) -> list[Row]:
             await receiver.aclose()
 
         # kie: the genuine URL of the task itself, with signatures that must not pass.
-        async with Simulator(
-            provider="kie",
-            speed=1000,
-            seed=seed,
-            stage_times=SLOW,
-            webhook_hmac_key=HMAC_KEY,
-            rate_limit=None,
-        ) as sim:
-            async with (
-                CallbackReceiver(secret=SECRET, webhook_hmac_key=HMAC_KEY) as receiver,
-                _client(sim, receiver, provider="kie") as client,
-            ):
-                kie_live = [await client.add_vocals(**REQUEST) for _ in range(10)]
-                kie_ids = [t.task_id for t in kie_live]
-                kie_tokens = [_token(sim.tasks[i].callback_url) for i in kie_ids]
-                jobs = []
-                for _ in range(per):
-                    k = rng.randrange(len(kie_ids))
-                    task_id, token = kie_ids[k], kie_tokens[k]
-                    now = int(time.time())
-                    off = now + rng.choice([-1, 1]) * rng.randrange(301, 10**7)
-                    wrong_key = secrets.token_hex(16)
-                    other_id = kie_ids[(k + 1) % len(kie_ids)]
-                    for kind, stamp, key, signed in (
-                        ("kie off-window", off, HMAC_KEY, task_id),
-                        ("kie wrong key", now, wrong_key, task_id),
-                        ("kie wrong task", now, HMAC_KEY, other_id),
-                    ):
-                        headers = {
-                            "X-Webhook-Timestamp": str(stamp),
-                            "X-Webhook-Signature": sign_webhook(signed, stamp, key),
-                        }
-                        jobs.append((kind, receiver, token, evil(task_id), headers))
-                await attack.many(jobs)
-                kie_forged = _forged_content(kie_live) + receiver.stats.accepted
+        async with (
+            Simulator(
+                provider="kie",
+                speed=1000,
+                seed=seed,
+                stage_times=SLOW,
+                webhook_hmac_key=HMAC_KEY,
+                rate_limit=None,
+            ) as sim,
+            CallbackReceiver(secret=SECRET, webhook_hmac_key=HMAC_KEY) as receiver,
+            _client(sim, receiver, provider="kie") as client,
+        ):
+            kie_live = [await client.add_vocals(**REQUEST) for _ in range(10)]
+            kie_ids = [t.task_id for t in kie_live]
+            kie_tokens = [_token(sim.tasks[i].callback_url) for i in kie_ids]
+            jobs = []
+            for _ in range(per):
+                k = rng.randrange(len(kie_ids))
+                task_id, token = kie_ids[k], kie_tokens[k]
+                now = int(time.time())
+                off = now + rng.choice([-1, 1]) * rng.randrange(301, 10**7)
+                wrong_key = secrets.token_hex(16)
+                other_id = kie_ids[(k + 1) % len(kie_ids)]
+                for kind, stamp, key, signed in (
+                    ("kie off-window", off, HMAC_KEY, task_id),
+                    ("kie wrong key", now, wrong_key, task_id),
+                    ("kie wrong task", now, HMAC_KEY, other_id),
+                ):
+                    headers = {
+                        "X-Webhook-Timestamp": str(stamp),
+                        "X-Webhook-Signature": sign_webhook(signed, stamp, key),
+                    }
+                    jobs.append((kind, receiver, token, evil(task_id), headers))
+            await attack.many(jobs)
+            kie_forged = _forged_content(kie_live) + receiver.stats.accepted
     elapsed = time.monotonic() - started
     total = sum(attack.sent.values())
     taken = sum(attack.taken.values())

@@ -33,9 +33,31 @@ HMAC_KEY = "reliability-fuzz-hmac-key"
 MEMORY_BOUND = 64 * 1024 * 1024  # RSS growth allowed after the warm-up tenth
 
 _ODD_VALUES: list[Any] = [
-    None, True, False, 0, -1, 2**63, -(2**64), 1e308, -0.0, "", "x" * 5000, "\ud800",
-    "\udfff\ud800", "²", "1" * 5000, [], {}, [None], {"": None}, [[[]]], "\n\r\x00",
-    "../../etc/passwd", 3.14, "NaN", "Infinity",
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63,
+    -(2**64),
+    1e308,
+    -0.0,
+    "",
+    "x" * 5000,
+    "\ud800",
+    "\udfff\ud800",
+    "²",
+    "1" * 5000,
+    [],
+    {},
+    [None],
+    {"": None},
+    [[[]]],
+    "\n\r\x00",
+    "../../etc/passwd",
+    3.14,
+    "NaN",
+    "Infinity",
 ]
 
 
@@ -95,9 +117,7 @@ def _absurd_head(rng: random.Random, path: str, length: int) -> bytes:
     elif kind == 1:
         extra = "".join(f"X-H{i}: v\r\n" for i in range(rng.choice([200, 2000])))
     elif kind == 2:
-        return (
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n".encode()
-        )
+        return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n".encode()
     elif kind == 3:
         return (
             f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
@@ -106,9 +126,9 @@ def _absurd_head(rng: random.Random, path: str, length: int) -> bytes:
     elif kind == 4:
         extra = "X-Webhook-Timestamp: ²³\r\nX-Webhook-Signature: \xff\xfe\r\n"
     else:
-        return f"POST {path}?{'q=' * 5000} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode(
-            "latin-1"
-        )
+        query = "q=" * 5000
+        head = f"POST {path}?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+        return head.encode("latin-1")
     return post_head(path, length, extra)
 
 
@@ -291,10 +311,15 @@ _GARBAGE_BODIES: list[Callable[[random.Random], bytes]] = [
     lambda r: b'{"code": 200, "msg": "ok", "data": {"taskId": ["a"]}}',
     lambda r: b'{"code": 200, "msg": "ok", "data": {"taskId": "abc", "status": 7}}',
     lambda r: b'{"code": 200, "data": {"taskId": "t", "status": "SUCCESS", "response": 5}}',
-    lambda r: b'{"code": 200, "data": {"taskId": "t", "status": "SUCCESS", '
-    b'"response": {"sunoData": [1, "x", {"id": 5, "createTime": "\\ud800", "duration": "x"}]}}}',
-    lambda r: b'{"code": 200, "data": {"taskId": "t", "status": "SUCCESS", '
-    b'"response": {"sunoData": [{"id": "a", "audioUrl": "javascript:x", "createTime": 1e400}]}}}',
+    lambda r: (
+        b'{"code": 200, "data": {"taskId": "t", "status": "SUCCESS", '
+        b'"response": {"sunoData": [1, "x", {"id": 5, "createTime": "\\ud800", "duration": "x"}]}}}'
+    ),
+    lambda r: (
+        b'{"code": 200, "data": {"taskId": "t", "status": "SUCCESS", '
+        b'"response": {"sunoData": [{"id": "a", "audioUrl": "javascript:x", '
+        b'"createTime": 1e400}]}}}'
+    ),
     lambda r: b'{"code": 200, "data": {"taskId": "t", "status": "FIRST_SUCCESS", "param": "{{{"}}',
     lambda r: b'{"code": 200, "data": {"taskId": "t", "status": "\\u0000", "errorCode": "x"}}',
     lambda r: b'{"code": 429, "msg": ' + b'"x' * 1 + b'"}',

@@ -19,6 +19,7 @@ from addvocals_async import (
     APIConnectionError,
     APIError,
     CallbackReceiver,
+    InMemoryBackend,
     MaintenanceError,
     PollPolicy,
     RateLimitError,
@@ -188,7 +189,9 @@ async def run(n: int = 10_000, *, seed: int = 20250101, concurrency: int = 250) 
         paid_twice = sum(1 for c in titles.values() if c > 1)
         created = len(sim.tasks)
         lost = created - len(outcomes) - problems["lost"]
-        left = (len(client.tasks), len(receiver.backend))
+        backend = receiver.backend
+        assert isinstance(backend, InMemoryBackend)  # the default seam, which has a len()
+        left = (len(client.tasks), len(backend))
         submits = len(sim.submits())
         rate_limited = sum(1 for r in sim.submits() if r.code in (405, 430, 455))
         scenarios = Counter(t.scenario for t in sim.tasks.values())
