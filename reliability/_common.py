@@ -56,12 +56,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class _Counter(logging.Handler):
+    """Counts records and keeps the first message only: a kept record's traceback would hold
+    the frames, and with them the requests, of everything it counts."""
+
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
-        self.records: list[logging.LogRecord] = []
+        self.count = 0
+        self.first: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        self.count += 1
+        if self.first is None:
+            self.first = record.getMessage()[:120]
 
 
 class ErrorWatch:
@@ -73,26 +79,24 @@ class ErrorWatch:
         self._handler = _Counter()
 
     @property
-    def error_logs(self) -> list[logging.LogRecord]:
-        return self._handler.records
-
-    @property
     def total(self) -> int:
-        return len(self.loop_exceptions) + len(self.error_logs)
+        return len(self.loop_exceptions) + self._handler.count
 
     def describe(self) -> str:
         first = ""
         if self.loop_exceptions:
             first = f"; first: {self.loop_exceptions[0].get('message')!r}"
-        elif self.error_logs:
-            first = f"; first: {self.error_logs[0].getMessage()[:120]!r}"
-        return f"{len(self.loop_exceptions)} loop exc, {len(self.error_logs)} ERROR logs{first}"
+        elif self._handler.first is not None:
+            first = f"; first: {self._handler.first!r}"
+        return f"{len(self.loop_exceptions)} loop exc, {self._handler.count} ERROR logs{first}"
 
     @contextmanager
     def installed(self) -> Iterator[ErrorWatch]:
         loop = asyncio.get_running_loop()
         previous = loop.get_exception_handler()
-        loop.set_exception_handler(lambda _loop, context: self.loop_exceptions.append(context))
+        loop.set_exception_handler(
+            lambda _loop, context: self.loop_exceptions.append({"message": context.get("message")})
+        )
         loggers = [logging.getLogger("aiohttp"), logging.getLogger("addvocals_async")]
         for logger in loggers:
             logger.addHandler(self._handler)

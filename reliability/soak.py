@@ -98,6 +98,17 @@ async def run(n: int = 10_000, *, seed: int = 20250101, concurrency: int = 250) 
 
         client.tasks.terminal_listeners.append(ended)
 
+        refs: dict[str, list[str]] = {}  # callback ref -> the simulator's tasks created with it
+        indexed = 0
+
+        def by_ref(ref: str) -> list[str]:
+            nonlocal indexed
+            created = list(sim.tasks.values())
+            for sim_task in created[indexed:]:
+                refs.setdefault(_ref_of(sim_task.callback_url), []).append(sim_task.task_id)
+            indexed = len(created)
+            return refs.get(ref, [])
+
         async def one(i: int) -> None:
             nonlocal ambiguous, recovered, rejected
             # Scripted on top of the mix: duplicates ×5 and all-early callbacks.
@@ -126,8 +137,7 @@ async def run(n: int = 10_000, *, seed: int = 20250101, concurrency: int = 250) 
                         note("unrecovered", f"job {i}: {type(exc).__name__}")
                         return
                     ref = exc.callback_ref or ""
-                    created = [t for t in sim.tasks.values() if _ref_of(t.callback_url) == ref]
-                    if [t.task_id for t in created] != [task.task_id]:
+                    if by_ref(ref) != [task.task_id]:
                         note("recovered the wrong task", f"job {i}")
                     recovered += 1
                     break
