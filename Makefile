@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench install clean redis
+.PHONY: test demo lint typecheck pytest bench reliability install clean redis
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check addvocals_async tests examples benchmarks
-	$(BIN)/ruff format --check addvocals_async tests examples benchmarks
+	$(BIN)/ruff check addvocals_async tests examples benchmarks reliability
+	$(BIN)/ruff format --check addvocals_async tests examples benchmarks reliability
 
 typecheck: $(STAMP)
-	$(BIN)/mypy addvocals_async tests examples benchmarks
+	$(BIN)/mypy addvocals_async tests examples benchmarks reliability
 
 # The Redis tests and benchmarks start a real redis-server of their own (on a free loopback
 # port, persistence off); install the Debian package when it is missing. Quiet when present.
@@ -43,6 +43,12 @@ demo: $(STAMP)
 
 bench: $(STAMP) redis
 	$(BIN)/python -m benchmarks
+
+# The figures of issue 10 (soak, fuzz, forgery, exhaustion, restart) as one table; exits 1
+# when any figure misses its goal. About 6 minutes on 2 cores; CI runs the short version
+# (tests/test_reliability.py).
+reliability: $(STAMP)
+	$(BIN)/python -m reliability
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache demo-output
