@@ -27,6 +27,9 @@ __all__ = ["ConnectionGuard", "GuardedSite", "default_max_connections"]
 
 log = logging.getLogger("addvocals_async.receiver")
 
+BACKLOG = 2048
+"""The listening socket's accept queue (the kernel caps it at net.core.somaxconn)."""
+
 
 def default_max_connections() -> int:
     """Room for the process's other files and sockets below its descriptor limit."""
@@ -198,5 +201,10 @@ class GuardedSite(web.BaseSite):
             return _GuardedProtocol(server(), guard)
 
         self._server = await asyncio.get_running_loop().create_server(
-            factory, self._host, self._port
+            # A deep accept queue: under a flood of connections the guard closes the
+            # idle ones fast, and a genuine sender must not find the queue full.
+            factory,
+            self._host,
+            self._port,
+            backlog=BACKLOG,
         )

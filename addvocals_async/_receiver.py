@@ -27,11 +27,13 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 import attrs
 import yarl
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ._config import SECRET_ENV, WEBHOOK_KEY_ENV
 from ._convert import NOT_JSON, CallbackParseError, WireFormat, parse_json, wire
@@ -154,6 +156,24 @@ class RejectionLog:
     def flush(self) -> None:
         for kind in list(self._counts):
             self._summarize(kind)
+
+
+class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log, for the embedded receiver: a malformed request (a header too
+    long, a bad Content-Length: the sender's fault, answered 400) is a rejection summed
+    up like the others, not an ERROR with a traceback per request. Anything else goes to
+    the receiver's logger as it is."""
+
+    def __init__(self, rejections: RejectionLog) -> None:
+        super().__init__(log, {})
+        self._rejections = rejections
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError) and (exc.code or 500) < 500:
+            self._rejections.refused("malformed HTTP request", outside(exc.message, 200))
+            return
+        super().log(level, msg, *args, **kwargs)
 
 
 def outside(text: object, limit: int = 80) -> str:
@@ -292,6 +312,7 @@ class CallbackReceiver:
             shutdown_timeout=self._shutdown_timeout,
             # Also how long a new connection may go without a whole request's headers.
             keepalive_timeout=self.keepalive_timeout,
+            logger=ServerLog(self._rejections),
         )
         await runner.setup()
         max_connections, receive_timeout = self._guard_settings

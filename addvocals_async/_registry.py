@@ -10,6 +10,7 @@ waiters, if any, go on by polling.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ TerminalListener = Callable[[TaskState], None]
 """Called once with a task's state when it completes or fails."""
 
 DEFAULT_TTL = 6 * 3600.0
+ENDED_MEMORY = 1024
+"""Ended tasks of unanswered submits kept for ``client.recover()``."""
 
 
 class TaskRegistry:
@@ -43,6 +46,9 @@ class TaskRegistry:
         self.ttl = ttl
         self._by_task: dict[str, TaskState] = {}
         self._by_ref: dict[str, TaskState] = {}  # submits whose answer has not come back
+        # Submits whose answer never came and whose task ended before anyone asked:
+        # client.recover() finds them here (bounded, most recent kept).
+        self._ended_by_ref: collections.OrderedDict[str, TaskState] = collections.OrderedDict()
         self.terminal_listeners: list[TerminalListener] = []
         self._on_terminal = self._finished  # bound once, shared by every task
         self._seam_open = backend is not None
@@ -115,6 +121,8 @@ class TaskRegistry:
         """The state of the submit sent with callback URL ``ref`` whose answer was lost:
         its callbacks name the task. Made afresh (and subscribed) if none is kept here."""
         state = self._by_ref.get(ref)
+        if state is None:
+            state = self._ended_by_ref.get(ref)
         return state if state is not None else self.expect(ref)
 
     def abandon(self, state: TaskState) -> None:
@@ -202,6 +210,11 @@ class TaskRegistry:
             del self._by_ref[ref]
             if backend is not None:
                 backend.unsubscribe(self, ref=ref)
+            if state.stage.is_terminal and state.task_id is not None:
+                ended = self._ended_by_ref
+                ended[ref] = state
+                if len(ended) > ENDED_MEMORY:
+                    ended.popitem(last=False)
 
     def _maybe_sweep(self) -> None:
         now = time.monotonic()

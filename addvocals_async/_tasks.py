@@ -75,7 +75,7 @@ def event_from_details(details: TaskDetails) -> CallbackEvent | None:
     )
 
 
-WAKE_BATCH = 512
+WAKE_BATCH = 128
 """Waiters woken per loop iteration: each then runs a step of its own coroutine."""
 
 

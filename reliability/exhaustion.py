@@ -176,6 +176,7 @@ async def _stall(n: int, cancel_share: float, *, freeze: bool) -> tuple[float, s
             sim.api_key,
             base_url=sim.base_url,
             receiver=receiver,
+            throttle=False,  # the simulator has no submit rate limit here
             retry=RetryPolicy.no_wait(),
             poll=PollPolicy(grace=600, initial=600, maximum=600, min_interval=600),
         ) as client,

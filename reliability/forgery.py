@@ -56,6 +56,7 @@ def _client(sim: Simulator, receiver: CallbackReceiver, **options: Any) -> AddVo
         sim.api_key,
         base_url=sim.base_url,
         receiver=receiver,
+        throttle=False,  # the simulator has no submit rate limit here
         retry=RetryPolicy.no_wait(),
         poll=PollPolicy.fast(),
         **options,

@@ -393,6 +393,7 @@ async def garbage_answers(n: int, *, seed: int = 11, concurrency: int = 32) -> l
                 "garbage-key",
                 base_url=base,
                 callback_url="https://hooks.example.org/cb",
+                throttle=False,  # answers are garbage, not rate limits
                 retry=RetryPolicy.no_wait(attempts=3),
                 poll=PollPolicy.fast(),
                 request_timeout=0.5,

@@ -46,6 +46,7 @@ async def _once(n: int, *, same_secret: bool) -> Row:
                 sim.api_key,
                 base_url=sim.base_url,
                 receiver=receiver,
+                throttle=False,  # the simulator has no submit rate limit here
                 retry=RetryPolicy.no_wait(),
                 poll=PollPolicy.fast(),
             )

@@ -24,6 +24,7 @@ from addvocals_async import (
     PollPolicy,
     RateLimitError,
     RetryPolicy,
+    SlidingWindowThrottle,
     Stage,
     TaskFailedError,
     TaskState,
@@ -82,6 +83,7 @@ async def run(n: int = 10_000, *, seed: int = 20250101, concurrency: int = 250) 
             retry=RetryPolicy.no_wait(),
             poll=PollPolicy.fast(),
             request_timeout=2.0,
+            throttle=SlidingWindowThrottle(200, 1.0),  # the simulator's rate, as in life
         ) as client,
     ):
 

@@ -180,3 +180,28 @@ async def test_a_task_that_just_ended_is_not_resumed(tmp_path: Path) -> None:
         task = await client.add_vocals(**REQUEST)
         await task.complete(timeout=5)
         assert await client.resume() == []  # at once, not half a second later
+
+
+async def test_recover_finds_a_task_that_ended_before_it_was_asked() -> None:
+    """Every callback of an ambiguous submit's task may land before the caller calls
+    recover(): the task is found, complete, without a second resolution by polling."""
+    async with (
+        Simulator(speed=1000, seed=3) as sim,
+        CallbackReceiver(secret=SECRET) as receiver,
+        client_for(sim, receiver) as client,
+    ):
+        ended: list[str | None] = []
+        client.tasks.terminal_listeners.append(lambda state: ended.append(state.task_id))
+        sim.script("server_error_after_create")
+        with pytest.raises(APIError) as caught:
+            await client.add_vocals(**REQUEST)
+        await sim.wait_idle()
+        (created,) = list(sim.tasks)
+        assert ended == [created]  # it ended while nobody held it
+        task = await client.recover(caught.value, timeout=1)
+        assert task is not None
+        assert task.task_id == created
+        assert task.stage is Stage.COMPLETE
+        assert (await task.complete(timeout=1)).source == "callback"
+        assert ended == [created]  # resolved once
+        assert len(client.tasks) == 0
