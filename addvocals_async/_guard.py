@@ -20,10 +20,13 @@ import asyncio
 import enum
 import logging
 import resource
+import time
+from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-__all__ = ["ConnectionGuard", "GuardedSite", "default_max_connections"]
+__all__ = ["BACKLOG", "ConnectionGuard", "GuardedServer", "default_max_connections"]
 
 log = logging.getLogger("addvocals_async.receiver")
 
@@ -48,14 +51,20 @@ class _Phase(enum.Enum):
 
 
 class ConnectionGuard:
-    """Tracks the open connections of one listening socket; see the module docstring."""
+    """Tracks the open connections of one listening socket; see the module docstring.
+
+    A connection receiving a request holds its deadline (a number, ``time.monotonic()``);
+    one timer per guard, not one per request, closes the late ones every half deadline,
+    so a request costs two dictionary writes, not a timer.
+    """
 
     def __init__(self, *, max_connections: int, receive_timeout: float) -> None:
         self.max_connections = max_connections
         self.receive_timeout = receive_timeout
-        # Insertion-ordered, oldest first. The value is the receive deadline's timer while
-        # a request arrives, else the connection's phase. Only SERVED ones are spared.
-        self._open: dict[asyncio.Transport, asyncio.TimerHandle | _Phase] = {}
+        # Insertion-ordered, oldest first: a deadline while a request arrives, else the
+        # connection's phase. Only SERVED ones are spared from eviction.
+        self._open: dict[asyncio.Transport, float | _Phase] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self.evicted = 0
         self.refused = 0
         self.timed_out = 0
@@ -71,56 +80,68 @@ class ConnectionGuard:
             self.refused += 1
             self._warn()
             return False
-        self._open[transport] = self._arm(transport)
+        self._open[transport] = time.monotonic() + self.receive_timeout
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(
+                self.receive_timeout / 2, self._sweep
+            )
         return True
 
     def closed(self, transport: asyncio.Transport) -> None:
-        _disarm(self._open.pop(transport, None))
+        self._open.pop(transport, None)
 
     def request_started(self, transport: asyncio.Transport | None) -> None:
         """A request's headers arrived: its body must follow within the deadline. (The
-        first request of a connection is already under the deadline armed when it
-        opened; a later one on a kept-alive connection gets one here.)"""
-        if transport is not None and isinstance(self._open.get(transport), _Phase):
-            self._open[transport] = self._arm(transport)
+        first request of a connection is already under the deadline set when it opened;
+        a later one on a kept-alive connection gets one here.)"""
+        if transport is not None and self._open.get(transport) is _Phase.IDLE:
+            self._open[transport] = time.monotonic() + self.receive_timeout
 
     def request_received(self, transport: asyncio.Transport | None) -> None:
         """The whole request arrived: no deadline, and spared from eviction, while it is
         served."""
-        self._move(transport, _Phase.SERVED)
+        if transport is not None and transport in self._open:
+            self._open[transport] = _Phase.SERVED
 
     def response_made(self, transport: asyncio.Transport | None) -> None:
         """Served: the connection idles until its next request, and may be evicted (so a
-        sender re-using one genuine URL cannot hold connections past the limit)."""
-        self._move(transport, _Phase.IDLE)
+        sender re-using one genuine URL cannot hold connections past the limit). The
+        eviction order stays the order connections opened: the oldest goes first."""
+        if transport is not None and transport in self._open:
+            self._open[transport] = _Phase.IDLE
 
-    def _move(self, transport: asyncio.Transport | None, phase: _Phase) -> None:
-        if transport is None or transport not in self._open:
-            return
-        _disarm(self._open.pop(transport))
-        if not transport.is_closing():
-            self._open[transport] = phase  # to the back of the eviction order
-
-    def _arm(self, transport: asyncio.Transport) -> asyncio.TimerHandle:
-        loop = asyncio.get_running_loop()
-        return loop.call_later(self.receive_timeout, self._expire, transport)
-
-    def _expire(self, transport: asyncio.Transport) -> None:
-        if isinstance(self._open.get(transport), asyncio.TimerHandle):
+    def _sweep(self) -> None:
+        """Close the connections past their receive deadline; again in half a deadline
+        while any connection is open."""
+        self._sweeper = None
+        now = time.monotonic()
+        late = [
+            t for t, phase in self._open.items() if not isinstance(phase, _Phase) and phase <= now
+        ]
+        for transport in late:
             self.timed_out += 1
             self._open[transport] = _Phase.SERVED  # closing: spared, then forgotten
             transport.abort()
+        if self._open:
+            self._sweeper = asyncio.get_running_loop().call_later(
+                self.receive_timeout / 2, self._sweep
+            )
 
     def _evict_one(self) -> bool:
         for transport, phase in self._open.items():
             if phase is not _Phase.SERVED:  # receiving, or idle: the oldest goes
-                _disarm(phase)
                 del self._open[transport]
                 self.evicted += 1
                 self._warn()
                 transport.abort()
                 return True
         return False
+
+    def close(self) -> None:
+        """Stop the sweeping timer (the server is shutting down)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     def _warn(self) -> None:
         if not self._warned:
@@ -132,79 +153,21 @@ class ConnectionGuard:
             )
 
 
-def _disarm(phase: asyncio.TimerHandle | _Phase | None) -> None:
-    if isinstance(phase, asyncio.TimerHandle):
-        phase.cancel()
+class GuardedServer(web.Server):
+    """aiohttp's low-level server, telling a ``ConnectionGuard`` of every connection it
+    opens and closes (and closing one the guard does not admit)."""
 
+    def __init__(self, handler: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.guard = guard
 
-class _GuardedProtocol(asyncio.Protocol):
-    """Passes everything to aiohttp's protocol, telling the guard of opens and closes."""
-
-    __slots__ = ("_guard", "_inner", "_transport")
-
-    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
-        self._inner = inner
-        self._guard = guard
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        admitted = self._guard.opened(transport)
-        self._inner.connection_made(transport)
-        if not admitted:
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if not self.guard.opened(transport):
             transport.abort()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._transport is not None:
-            self._guard.closed(self._transport)
-        self._inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-
-class GuardedSite(web.BaseSite):
-    """A TCP site whose connections go through a ``ConnectionGuard``."""
-
-    __slots__ = ("_guard", "_host", "_port", "_served_by")
-
-    def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard
-    ) -> None:
-        super().__init__(runner)
-        self._served_by = runner
-        self._host = host
-        self._port = port
-        self._guard = guard
-
-    @property
-    def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._served_by.server
-        assert server is not None
-        guard = self._guard
-
-        def factory() -> asyncio.Protocol:
-            return _GuardedProtocol(server(), guard)
-
-        self._server = await asyncio.get_running_loop().create_server(
-            # A deep accept queue: under a flood of connections the guard closes the
-            # idle ones fast, and a genuine sender must not find the queue full.
-            factory,
-            self._host,
-            self._port,
-            backlog=BACKLOG,
-        )
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        transport = handler.transport
+        if isinstance(transport, asyncio.Transport):
+            self.guard.closed(transport)
+        super().connection_lost(handler, exc)

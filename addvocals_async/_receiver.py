@@ -33,7 +33,11 @@ import aiohttp
 import attrs
 import yarl
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from ._config import SECRET_ENV, WEBHOOK_KEY_ENV
 from ._convert import NOT_JSON, CallbackParseError, WireFormat, parse_json, wire
@@ -44,7 +48,7 @@ from ._delivery import (
     InMemoryBackend,
 )
 from ._errors import DeliveryUnavailableError, WebhookVerificationError
-from ._guard import ConnectionGuard, GuardedSite, default_max_connections
+from ._guard import BACKLOG, ConnectionGuard, GuardedServer, default_max_connections
 from ._models import CallbackEvent
 from ._signing import DEFAULT_TOLERANCE, Secret, TokenSigner, as_secret, verify_signature
 from ._validation import require_url
@@ -192,6 +196,7 @@ def _reject(status: int, reason: str) -> ReceiverResponse:
 _FORBIDDEN = _reject(403, "invalid callback token")
 _UNAVAILABLE = _reject(503, "callback storage unavailable, retry later")
 _PROBE_RECEIVED = ReceiverResponse(200, {"status": "probe received"})
+_NOT_FOUND = _reject(404, "not a callback path")
 
 
 class CallbackReceiver:
@@ -269,11 +274,12 @@ class CallbackReceiver:
             raise ValueError(f"max_connections must be at least 1, got {max_connections!r}")
         self.keepalive_timeout = keepalive_timeout
         self._guard: ConnectionGuard | None = None
+        self._callback_prefix = f"{self.path}/cb/"
         self._guard_settings = (
             max_connections if max_connections is not None else default_max_connections(),
             receive_timeout,
         )
-        self._runner: web.AppRunner | None = None
+        self._runner: web.BaseRunner | None = None
         self._bound_url: yarl.URL | None = None
         self._hooks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -303,23 +309,24 @@ class CallbackReceiver:
         if self._closed:
             raise RuntimeError("this receiver was closed; create a new one")
         await self.backend.connect()  # a store out of reach fails here, clearly
-        app = web.Application(client_max_size=self.max_body_size + 1)
-        self.mount(app, path=self.path, close_with_app=False)
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=self._shutdown_timeout,
-            # Also how long a new connection may go without a whole request's headers.
-            keepalive_timeout=self.keepalive_timeout,
-            logger=ServerLog(self._rejections),
-        )
-        await runner.setup()
         max_connections, receive_timeout = self._guard_settings
         self._guard = ConnectionGuard(
             max_connections=max_connections, receive_timeout=receive_timeout
         )
-        site = GuardedSite(runner, self.host, self.port, self._guard)
+        # aiohttp's low-level server: one route needs no router, and the guard hears of
+        # every connection it opens and closes.
+        server = GuardedServer(
+            self._aiohttp_handler,
+            self._guard,
+            request_factory=self._make_request,
+            access_log=None,
+            # Also how long a new connection may go without a whole request's headers.
+            keepalive_timeout=self.keepalive_timeout,
+            logger=ServerLog(self._rejections),
+        )
+        runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, backlog=BACKLOG)
         try:
             await site.start()
         except BaseException:
@@ -353,6 +360,8 @@ class CallbackReceiver:
                 await site.stop()
             await self._drain()
             await runner.cleanup()
+        if self._guard is not None:
+            self._guard.close()
         await self.backend.aclose()
         self._rejections.flush()
         if self._hooks:
@@ -401,12 +410,41 @@ class CallbackReceiver:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), self._shutdown_timeout)
 
-    async def _aiohttp_handler(self, request: web.Request) -> web.Response:
+    def _make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
+            client_max_size=self.max_body_size + 1,
+        )
+
+    async def _aiohttp_handler(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``POST {path}/cb/{token}``: the route of an application it is mounted in, and
+        the whole of the embedded server (aiohttp's low-level server: one route needs no
+        router)."""
+        if isinstance(request, web.Request):  # mounted: the application's router matched
+            token = request.match_info["token"]
+        else:
+            path = request.path
+            prefix = self._callback_prefix
+            token = path[len(prefix) :]
+            if request.method != "POST" or not path.startswith(prefix) or "/" in token:
+                return web.json_response(_NOT_FOUND.body, status=_NOT_FOUND.status)
         self._in_flight += 1  # counted so that aclose() lets it finish
         guard = self._guard
         transport = request.transport
         try:
-            ref = self._ref_for(request.match_info["token"])  # before reading a single byte
+            ref = self._ref_for(token)  # before reading a single byte
             length = request.content_length
             if ref is None:
                 response = _FORBIDDEN
