@@ -29,25 +29,30 @@ from addvocals_async import (
 from addvocals_async._providers import get_provider
 
 
+class Collect:
+    """A subscriber that keeps what it is handed."""
+
+    def __init__(self, into: list[Delivery]) -> None:
+        self.into = into
+
+    def deliver(self, delivery: Delivery) -> DeliveryResult:
+        self.into.append(delivery)
+        return DeliveryResult.ACCEPTED
+
+    def seam_closed(self) -> None:
+        pass
+
+    def seam_available(self, available: bool) -> None:
+        pass
+
+
 async def test_orphans_keep_one_event_of_each_type() -> None:
     backend = InMemoryBackend()
     for _ in range(10):
         event = CallbackEvent(task_id=TASK, callback_type="text", code=200)
         assert await backend.publish(Delivery("some-ref", event)) is DeliveryResult.ORPHANED
     replayed: list[Delivery] = []
-
-    class Collect:
-        def deliver(self, delivery: Delivery) -> DeliveryResult:
-            replayed.append(delivery)
-            return DeliveryResult.ACCEPTED
-
-        def seam_closed(self) -> None:
-            pass
-
-        def seam_available(self, available: bool) -> None:
-            pass
-
-    backend.subscribe(Collect(), task_id=TASK)
+    backend.subscribe(Collect(replayed), task_id=TASK)
     assert [d.event.callback_type for d in replayed] == ["text"]
 
 
@@ -171,19 +176,7 @@ async def test_what_is_kept_for_unknown_tasks_is_bounded_in_bytes() -> None:
         assert receiver.stats.orphaned == 40
         # The newest are the ones kept, and a subscriber still gets them.
         replayed: list[Delivery] = []
-
-        class Collect:
-            def deliver(self, delivery: Delivery) -> DeliveryResult:
-                replayed.append(delivery)
-                return DeliveryResult.ACCEPTED
-
-            def seam_closed(self) -> None:
-                pass
-
-            def seam_available(self, available: bool) -> None:
-                pass
-
-        backend.subscribe(Collect(), task_id=f"{39:032x}")
+        backend.subscribe(Collect(replayed), task_id=f"{39:032x}")
         assert [d.event.task_id for d in replayed] == [f"{39:032x}"]
         assert kept.bytes < 100_000
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from helpers import REQUEST, SECRET
 from seam_helpers import Recorder, delivery, settle
 
 from addvocals_async import (
@@ -31,15 +32,7 @@ from addvocals_async.redis import RedisBackend, redact_url
 from addvocals_async.testing import Simulator, StageTimes
 from addvocals_async.testing.redis_server import RedisServer, free_port
 
-SECRET = "redis-seam-secret-0123456789abcdef"
 PASSWORD = "pa55-w0rd-never-shown"
-REQUEST: dict[str, Any] = {
-    "upload_url": "https://cdn.example.org/instrumental.mp3",
-    "prompt": "A calm piano ballad with soothing vocals",
-    "title": "Quiet Harbour",
-    "style": "Jazz",
-    "negative_tags": "Heavy Metal, Aggressive Vocals",
-}
 # Callbacks only: a grace period far beyond the test, so a poll would show.
 CALLBACKS_ONLY = PollPolicy(grace=60.0, initial=10.0, maximum=30.0, default_timeout=30.0)
 
