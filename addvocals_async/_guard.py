@@ -30,8 +30,10 @@ __all__ = ["BACKLOG", "ConnectionGuard", "GuardedServer", "default_max_connectio
 
 log = logging.getLogger("addvocals_async.receiver")
 
-BACKLOG = 2048
-"""The listening socket's accept queue (the kernel caps it at net.core.somaxconn)."""
+BACKLOG = 128
+"""The listening socket's accept queue. asyncio also accepts up to this many connections
+at a time, so the connection limit keeps this much room below the descriptor limit: a
+burst that runs out of descriptors makes asyncio stop accepting for a whole second."""
 
 
 def default_max_connections() -> int:
@@ -42,7 +44,9 @@ def default_max_connections() -> int:
         return 1000
     if soft == resource.RLIM_INFINITY:
         return 10_000
-    return max(16, min(10_000, soft - max(64, soft // 8)))
+    # Room for a batch of sockets asyncio accepted but has not handed over yet, and one of
+    # those the guard closed that are not closed yet.
+    return max(16, min(10_000, soft - 2 * BACKLOG - max(64, soft // 16)))
 
 
 class _Phase(enum.Enum):

@@ -11,8 +11,8 @@ from . import pending_memory, receiver_throughput, redis_seam
 
 
 async def main(quick: bool) -> int:
-    throughput = await receiver_throughput.run(n=300 if quick else 3000, rounds=1 if quick else 5)
-    memory = await pending_memory.run(n=2000 if quick else 100_000)
+    throughput = await receiver_throughput.run(n=150 if quick else 3000, rounds=1 if quick else 5)
+    memory = await pending_memory.run(n=1000 if quick else 100_000)
     seam = await redis_seam.run(quick)
     figures = {"receiver_throughput": throughput, "pending_memory": memory, "redis_seam": seam}
     print(json.dumps(figures, indent=2))

@@ -177,9 +177,9 @@ async def run(quick: bool = False) -> dict[str, Any]:
         return {"skipped": str(exc)}
     try:
         return {
-            "throughput": await throughput(server, 300 if quick else 3000, 1 if quick else 3),
-            "latency": await latency(server, 200 if quick else 3000, 1000.0),
-            "memory": await memory(server, 2000 if quick else 100_000),
+            "throughput": await throughput(server, 150 if quick else 3000, 1 if quick else 3),
+            "latency": await latency(server, 100 if quick else 3000, 1000.0),
+            "memory": await memory(server, 1000 if quick else 100_000),
         }
     finally:
         server.close()

@@ -39,16 +39,16 @@ FULL = Counts(
     restart=300,
 )
 QUICK = Counts(
-    soak=150,
+    soak=100,
     fuzz=1500,
     garbage=500,
     forgery=400,
-    attack_seconds=3.0,
+    attack_seconds=1.5,
     half_open=150,
     slow=150,
     waiters=10_000,
     orphan_tasks=20,
-    restart=30,
+    restart=12,
 )
 
 
