@@ -527,7 +527,8 @@ class VocalTask:
         log.warning(
             "no callback for task %a within %.1f s: polling the details endpoint instead. "
             "Is the receiver's public_url reachable from the internet? "
-            "(await receiver.check_reachable() tests it)",
+            "(`addvocals doctor --public-url URL` or `await receiver.check_reachable()` "
+            "tests it)",
             self.task_id,
             grace,
         )

@@ -767,3 +767,18 @@ def test_unreachable_host_is_one_line_and_exit_6(unreachable_status: Background)
     assert "stamina" not in run.err  # no retry chatter
     # The default retry policy tries 5 times with backoff (about 15-19 s): slow, but bounded.
     assert elapsed < 40, f"giving up on an unreachable host took {elapsed:.0f} s"
+
+
+async def test_doctor_says_whether_the_public_url_reaches_a_receiver_here(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fine = await run_main(capsys, "doctor", "--port", "0", "--json")
+    assert fine.code == 0, fine
+    report = json.loads(fine.out)
+    assert report["reachable"] is True
+    assert report["seconds"] is not None
+    dead = f"http://127.0.0.1:{free_port()}/addvocals"  # nothing listens there
+    wrong = await run_main(capsys, "doctor", "--port", "0", "--public-url", dead, "--timeout", "2")
+    assert wrong.code == 6, wrong
+    assert "NOT reachable" in wrong.out
+    assert dead in wrong.out

@@ -23,6 +23,7 @@ from ..testing._command import run as run_simulator
 from ._demo import run_demo
 from ._output import (
     EXIT_API,
+    EXIT_NETWORK,
     EXIT_OK,
     EXIT_USAGE,
     STAGE_WORDS,
@@ -261,6 +262,26 @@ async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         sys.stderr.flush()
         await asyncio.Event().wait()
     return EXIT_OK
+
+
+async def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    """Start a receiver on this machine and send a probe through the public URL to it:
+    what the API would find there, in milliseconds instead of a silent minute."""
+    receiver = _make_receiver(
+        host=args.host,
+        port=args.port,
+        public_url=args.public_url,
+        secret=secrets.token_urlsafe(32),  # the probe goes to this receiver alone
+    )
+    async with receiver:
+        report = await receiver.check_reachable(timeout=args.timeout)
+    if args.json:
+        record = {"reachable": report.reachable, "url": report.url, "seconds": report.seconds}
+        out.write(json.dumps({**record, "detail": report.detail}) + "\n")
+    else:
+        verdict = "reachable" if report.reachable else "NOT reachable"
+        out.write(f"callback URL {report.url}: {verdict}: {report.detail}\n")
+    return EXIT_OK if report.reachable else EXIT_NETWORK
 
 
 async def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:

@@ -11,6 +11,7 @@ from ..testing._command import configure_parser
 from ._commands import (
     cmd_credits,
     cmd_demo,
+    cmd_doctor,
     cmd_download,
     cmd_serve,
     cmd_simulate,
@@ -243,6 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-url", help="the public base URL the API reaches")
     p.add_argument("--secret", help=f"receiver secret (default: ${SECRET_ENV})")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "doctor",
+        help="check that the API can reach a receiver here through its public URL",
+        description="Start a receiver on this machine and send a probe through its public "
+        "URL to it: whether it arrives, and how fast, or what answered instead. Exits 0 "
+        "when it arrives, 6 when it does not.",
+    )
+    p.add_argument("--public-url", help="the public base URL the API would reach")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="bind port (default: 8080)")
+    p.add_argument(
+        "--timeout", type=_seconds, default=10.0, help="seconds to wait for it (default: 10)"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)
 
     add_simulate_command(sub)
 
