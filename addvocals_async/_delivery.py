@@ -29,7 +29,6 @@ from __future__ import annotations
 import collections
 import enum
 import time
-from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
 from ._models import CallbackEvent
@@ -165,10 +164,6 @@ class _Generations:
     def __contains__(self, key: str) -> bool:
         return key in self._new or key in self._old
 
-    def keys(self) -> Iterator[str]:
-        yield from self._new
-        yield from self._old
-
 
 class _KeptEvents:
     """Events of tasks nobody here awaits yet, until a subscriber takes them: bounded in
@@ -272,10 +267,6 @@ class InMemoryBackend:
         """Nothing to reach: the seam is this process's memory."""
 
     async def claim(self, ref: str, task_id: str, *, authoritative: bool = False) -> str:
-        return self.claim_now(ref, task_id, authoritative=authoritative)
-
-    def claim_now(self, ref: str, task_id: str, *, authoritative: bool = False) -> str:
-        """``claim`` without a coroutine, for callers already on the loop's thread."""
         owner = self._claims.get(ref)
         if owner is None or (authoritative and owner != task_id):
             self._claims.put(ref, task_id)

@@ -561,7 +561,7 @@ class CallbackReceiver:
         head, _, token = path.rstrip("/").rpartition("/")
         if not head.endswith("/cb"):
             self.stats.rejected_token += 1
-            return _reject(404, "not a callback path")
+            return _NOT_FOUND
         return await self.handle_token(token, headers, body)
 
     async def handle_token(

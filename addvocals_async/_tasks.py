@@ -3,8 +3,8 @@
 ``TaskState`` is pure bookkeeping (no I/O, no asyncio tasks): a callback or a poll result
 is turned into a ``CallbackEvent`` and applied; the stage only moves forward, failure is
 terminal, and everything else (duplicates, regressions, late and unknown events) is ignored.
-A waiting coroutine sleeps on one "something changed" future, created only while somebody
-waits, so 100,000 pending tasks cost a few small objects each.
+A waiting coroutine sleeps on a future of its own (``TaskState.wait_changed``), made only
+while it waits, so 100,000 pending tasks cost a few small objects each.
 
 ``VocalTask`` is what users hold. Its waits run in the caller's own task: they sleep until
 a callback arrives, and when callbacks go quiet (or no receiver is attached) they poll the
@@ -104,7 +104,6 @@ class TaskState:
     # A pending task is a handful of pointers: its lists and dicts are made only once an
     # event arrives, so 100,000 tasks waiting for callbacks stay cheap.
     __slots__ = (
-        "_changed",
         "_deadlines",
         "_events",
         "_on_terminal",
@@ -141,7 +140,6 @@ class TaskState:
         self.last_activity = time.monotonic()
         self.poll_requested = False
         self.quiet_warned = False
-        self._changed: asyncio.Future[None] | None = None
         self._waiters: set[asyncio.Future[None]] | None = None
         self._deadlines: list[tuple[float, int, asyncio.Future[None]]] | None = None
         self._timer: asyncio.Handle | None = None
@@ -266,12 +264,6 @@ class TaskState:
             raise self.failure
         return None
 
-    def changed(self) -> asyncio.Future[None]:
-        """A future resolved at the next change of this task."""
-        if self._changed is None or self._changed.done():
-            self._changed = asyncio.get_running_loop().create_future()
-        return self._changed
-
     async def wait_changed(self, timeout: float) -> None:
         """Sleep until the next change of this task, or ``timeout`` seconds.
 
@@ -324,9 +316,6 @@ class TaskState:
             self._timer, self._timer_at = loop.call_at(when, self._expire), when
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, None
-        if changed is not None and not changed.done():
-            changed.set_result(None)
         waiters, self._waiters = self._waiters, None
         if waiters:
             # Every waiter with a deadline is in ``waiters``: woken now, their deadlines

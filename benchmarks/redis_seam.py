@@ -24,7 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from addvocals_async import CallbackReceiver, Delivery, TaskRegistry
+from addvocals_async import CallbackReceiver, Delivery, TaskRegistry, TaskState
 from addvocals_async._convert import wire
 from addvocals_async._providers import get_provider
 from addvocals_async.redis import RedisBackend
@@ -89,8 +89,8 @@ async def latency(server: RedisServer, n: int, rate: float) -> dict[str, Any]:
             jobs: list[tuple[str, str]] = []
             waits = []
 
-            async def await_change(future: asyncio.Future[None], token: str) -> None:
-                await future
+            async def await_change(state: TaskState, token: str) -> None:
+                await state.wait_changed(60.0)  # woken by the callback, as a task's wait is
                 resumed[token] = time.monotonic()
 
             for _ in range(n):
@@ -99,7 +99,7 @@ async def latency(server: RedisServer, n: int, rate: float) -> dict[str, Any]:
                 state = await registry.bind(registry.expect(fresh.ref), task_id)
                 token = fresh.url.rsplit("/", 1)[1]
                 jobs.append((fresh.url, callback_body(task_id)))
-                waits.append(asyncio.ensure_future(await_change(state.changed(), token)))
+                waits.append(asyncio.ensure_future(await_change(state, token)))
             await asyncio.sleep(0.5)  # every subscription's replay done
             with open(jobs_file, "w") as handle:
                 json.dump(jobs, handle)

@@ -146,12 +146,13 @@ async def test_waiters_poll_while_the_seam_is_away_and_stop_when_it_is_back() ->
     state = registry.attach(TASK)
     expecting = []
     for available in (False, True):
-        changed = state.changed()
+        waiter = asyncio.ensure_future(state.wait_changed(30))
+        await asyncio.sleep(0)  # asleep on the task
         registry.seam_available(available)
-        assert changed.done()  # waiters wake up: to start polling, or to stop
+        await asyncio.sleep(0)
+        assert waiter.done()  # waiters wake up: to start polling, or to stop
         expecting.append(state.callbacks_expected)
     assert expecting == [False, True]
-    await asyncio.sleep(0)
 
 
 async def test_what_is_kept_for_unknown_tasks_is_bounded_in_bytes() -> None:
