@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "REQUEST",
     "ErrorWatch",
     "Row",
     "callback_json",
@@ -25,6 +26,16 @@ __all__ = [
     "rss_bytes",
     "track_json",
 ]
+
+
+REQUEST: dict[str, Any] = {
+    "upload_url": "https://cdn.example.org/instrumental.mp3",
+    "prompt": "A calm piano ballad",
+    "title": "Quiet Harbour",
+    "style": "Jazz",
+    "negative_tags": "Metal",
+}
+"""The required fields of every submit the figures make."""
 
 
 @attrs.define

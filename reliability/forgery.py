@@ -25,20 +25,13 @@ from addvocals_async import (
 )
 from addvocals_async.testing import Simulator, StageTimes
 
-from ._common import Row, callback_json
+from ._common import REQUEST, Row, callback_json
 
 SECRET = "reliability-forgery-secret-012345"
 HMAC_KEY = "reliability-forgery-hmac-key"
 EVIL = "https://evil.example"
 SLOW = StageTimes(text=1e7, first=1e7, complete=1e7)  # nothing genuine arrives (10^4 s at ×1000)
 QUICK = StageTimes(text=0.0, first=0.0, complete=1.0)
-REQUEST: dict[str, Any] = {
-    "upload_url": "https://cdn.example.org/instrumental.mp3",
-    "prompt": "A calm piano ballad",
-    "title": "Quiet Harbour",
-    "style": "Jazz",
-    "negative_tags": "Metal",
-}
 
 
 def _mutate(rng: random.Random, token: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from addvocals_async import (
     AddVocalsClient,
@@ -16,18 +15,11 @@ from addvocals_async import (
 )
 from addvocals_async.testing import Simulator, StageTimes
 
-from ._common import Row
+from ._common import REQUEST, Row
 
 SECRET = "reliability-restart-secret-012345"
 # 0.3 / 0.6 / 0.9 s at speed 1000; callback retries 20, 40, 60 ms apart.
 STAGES = StageTimes(text=300.0, first=600.0, complete=900.0)
-REQUEST: dict[str, Any] = {
-    "upload_url": "https://cdn.example.org/instrumental.mp3",
-    "prompt": "A calm piano ballad",
-    "title": "Quiet Harbour",
-    "style": "Jazz",
-    "negative_tags": "Metal",
-}
 
 
 async def _once(n: int, *, same_secret: bool) -> Row:

@@ -32,15 +32,9 @@ from addvocals_async import (
 )
 from addvocals_async.testing import SCENARIOS, Simulator
 
-from ._common import Row
+from ._common import REQUEST, Row
 
 SECRET = "reliability-soak-secret-0123456789"
-REQUEST: dict[str, Any] = {
-    "upload_url": "https://cdn.example.org/instrumental.mp3",
-    "prompt": "A calm piano ballad",
-    "style": "Jazz",
-    "negative_tags": "Metal",
-}
 # Every scenario by the same weight, half the submits left to the normal run.
 MIX = {name: 0.5 / len(SCENARIOS) for name in SCENARIOS}
 
@@ -123,7 +117,7 @@ async def run(n: int = 10_000, *, seed: int = 20250101, concurrency: int = 250) 
             for attempt in range(50):
                 await paced()
                 try:
-                    task = await client.add_vocals(**REQUEST, title=f"soak-{i}")
+                    task = await client.add_vocals(**{**REQUEST, "title": f"soak-{i}"})
                     break
                 except (APIError, APIConnectionError) as exc:
                     if not exc.maybe_submitted:  # rate limit, maintenance: nothing created
