@@ -1,9 +1,10 @@
 """The ``addvocals`` command line as a new user meets it.
 
-Most cases run the installed console script as a real process (exit codes, stderr, pipes,
-signals are what a person sees), against a ``Simulator`` running in this test's event loop
-on 127.0.0.1. Cases that only need the command's logic call ``cli.main`` in a worker
-thread, which is the same code path minus the process start-up.
+Cases about what only a process shows (the console script and ``python -m`` entry
+points, pipes, signals, ``--debug`` tracebacks) run the installed script as a real process,
+once per behaviour; every other case calls ``cli.main`` in a worker thread, which is the
+same code path minus a second of interpreter start-up. Both run against a ``Simulator``
+in this test's event loop on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -156,8 +157,15 @@ async def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> Run:
     would call it; stderr comes from capsys."""
     capsys.readouterr()
     buffer = io.StringIO()
-    code = await asyncio.to_thread(main, list(args), out=buffer)
+    code = await asyncio.to_thread(_main_exit_code, list(args), buffer)
     return Run(code, buffer.getvalue(), capsys.readouterr().err)
+
+
+def _main_exit_code(args: list[str], out: io.StringIO) -> int:
+    try:
+        return main(args, out=out)
+    except SystemExit as exc:  # argparse refusing the command line, as the script would exit
+        return exc.code if isinstance(exc.code, int) else 1
 
 
 _MPEG1_L3_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
@@ -301,33 +309,34 @@ def test_each_command_help_lists_its_options(
 
 
 async def test_top_level_help_from_the_console_script_and_the_module() -> None:
-    script, module, version = await asyncio.gather(
+    script, module = await asyncio.gather(
         run_cli("--help"),
-        run_cli("--help", program=(sys.executable, "-m", "addvocals_async")),
-        run_cli("--version"),
+        run_cli("--version", program=(sys.executable, "-m", "addvocals_async")),
     )
-    for run in (script, module):
-        assert run.code == 0, run
-        assert run.err == ""
-        for command in _HELP_OPTIONS:
-            assert command in run.out
-        assert "addvocals demo" in run.out  # the way in without an account
-    assert version.code == 0
-    assert version.out.startswith("addvocals ")
+    assert script.code == 0, script
+    assert script.err == ""
+    for command in _HELP_OPTIONS:
+        assert command in script.out
+    assert "addvocals demo" in script.out  # the way in without an account
+    assert module.code == 0, module
+    assert module.out.startswith("addvocals ")
 
 
 # ---------------------------------------------------------------- the API key
 
 
-async def test_missing_api_key_is_one_line_naming_both_ways_to_give_it(tmp_path: Path) -> None:
-    runs = await asyncio.gather(
-        run_cli("credits"),
-        run_cli("status", "abc"),
-        run_cli("wait", "abc", "--timeout", "1"),
-        run_cli("submit", *REQUEST_ARGS, "--callback-url", DEAD_CALLBACK),
-        run_cli("download", "abc", "--out", str(tmp_path / "out")),
-        run_cli("credits", program=(sys.executable, "-m", "addvocals_async")),
-    )
+async def test_missing_api_key_is_one_line_naming_both_ways_to_give_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = await run_cli("credits")  # once as a real process: what a person sees
+    monkeypatch.delenv("ADDVOCALS_API_KEY", raising=False)
+    runs = [
+        script,
+        await run_main(capsys, "status", "abc"),
+        await run_main(capsys, "wait", "abc", "--timeout", "1"),
+        await run_main(capsys, "submit", *REQUEST_ARGS, "--callback-url", DEAD_CALLBACK),
+        await run_main(capsys, "download", "abc", "--out", str(tmp_path / "out")),
+    ]
     for run in runs:
         assert run.code == 2, run
         assert run.out == ""
@@ -335,14 +344,17 @@ async def test_missing_api_key_is_one_line_naming_both_ways_to_give_it(tmp_path:
     assert not (tmp_path / "out").exists()  # a failed download leaves nothing behind
 
 
-async def test_api_key_is_never_echoed(sim: Simulator) -> None:
+async def test_api_key_is_never_echoed(
+    sim: Simulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = ["--base-url", sim.base_url, "--api-key", SECRET_KEY]
-    flagged, polled, submitted, from_env = await asyncio.gather(
-        run_cli("credits", *bad),
-        run_cli("status", "abc", "--json", *bad),
-        run_cli("submit", *REQUEST_ARGS, "--wait", "--receiver-port", "0", *bad),
-        run_cli("credits", "--base-url", sim.base_url, env=clean_env(ADDVOCALS_API_KEY=SECRET_KEY)),
+    flagged = await run_cli("credits", *bad)  # a real process, as a person runs it
+    polled = await run_main(capsys, "status", "abc", "--json", *bad)
+    submitted = await run_main(
+        capsys, "submit", *REQUEST_ARGS, "--wait", "--receiver-port", "0", *bad
     )
+    monkeypatch.setenv("ADDVOCALS_API_KEY", SECRET_KEY)
+    from_env = await run_main(capsys, "credits", "--base-url", sim.base_url)
     for run in (flagged, polled, submitted, from_env):
         assert run.code == 3, run
         assert SECRET_KEY not in run.out + run.err
@@ -358,20 +370,23 @@ async def test_api_key_is_never_echoed(sim: Simulator) -> None:
 # ---------------------------------------------------------------- invalid input
 
 
-async def test_invalid_input_is_refused_before_anything_is_sent() -> None:
-    key = clean_env(ADDVOCALS_API_KEY="K")
+async def test_invalid_input_is_refused_before_anything_is_sent(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADDVOCALS_API_KEY", "K")
     # Nothing listens on the base URL: a request sent by mistake would show as exit 6.
     base = ["--base-url", f"http://127.0.0.1:{free_port()}", "--callback-url", DEAD_CALLBACK]
     short = ["--receiver-port", "0", "--receiver-secret", "short"]
-    weight, gender, model, variety, no_number, no_callback, secret = await asyncio.gather(
-        run_cli("submit", *REQUEST_ARGS, *base, "--style-weight", "0.615", env=key),
-        run_cli("submit", *REQUEST_ARGS, *base, "--vocal-gender", "x", env=key),
-        run_cli("submit", *REQUEST_ARGS, *base, "--model", "V99", env=key),
-        run_cli("submit", *REQUEST_ARGS, *base, "--variety", "9", env=key),
-        run_cli("submit", *REQUEST_ARGS, *base, "--audio-weight", "lots", env=key),
-        run_cli("submit", *REQUEST_ARGS, "--base-url", "http://127.0.0.1:9", env=key),
-        run_cli("wait", "abc", *base[:2], *short, env=key),
+    submit = ["submit", *REQUEST_ARGS, *base]
+    weight = await run_main(capsys, *submit, "--style-weight", "0.615")
+    gender = await run_main(capsys, *submit, "--vocal-gender", "x")
+    model = await run_main(capsys, *submit, "--model", "V99")
+    variety = await run_main(capsys, *submit, "--variety", "9")
+    no_number = await run_main(capsys, *submit, "--audio-weight", "lots")
+    no_callback = await run_main(
+        capsys, "submit", *REQUEST_ARGS, "--base-url", "http://127.0.0.1:9"
     )
+    secret = await run_main(capsys, "wait", "abc", *base[:2], *short)
     for run in (weight, gender, model, variety, no_number, no_callback, secret):
         assert run.code == 2, run
         assert run.out == ""
@@ -501,15 +516,18 @@ async def test_submit_wait_follows_callbacks_with_plain_lines_on_pipes(sim: Simu
     assert sim.count(path=sim.profile.details_path) == 0
 
 
-async def test_public_url_without_wait_needs_the_shared_secret(sim: Simulator) -> None:
+async def test_public_url_without_wait_needs_the_shared_secret(
+    sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Without --wait the URL is for another receiver (addvocals serve), which can only
     accept it with the same secret: a throwaway one would lose every callback."""
     public = ["--public-url", "http://127.0.0.1:9/addvocals"]
-    run = await run_cli("submit", *REQUEST_ARGS, *api(sim), *public)
+    run = await run_main(capsys, "submit", *REQUEST_ARGS, *api(sim), *public)
     assert run.code == 2
     run.assert_one_error_line("--receiver-secret", "ADDVOCALS_RECEIVER_SECRET")
     assert sim.submits() == []
-    run = await run_cli(
+    run = await run_main(
+        capsys,
         "submit",
         *REQUEST_ARGS,
         *api(sim),
@@ -736,7 +754,7 @@ async def test_simulate_refuses_a_bad_scenario_or_speed(
 async def test_demo_writes_two_tracks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo-output"
     started = time.monotonic()
-    run = await run_main(capsys, "demo", "--out", str(out))
+    run = await run_main(capsys, "demo", "--out", str(out), "--speed", "400")
     elapsed = time.monotonic() - started
     assert run.code == 0, run.err
     assert elapsed < 30
