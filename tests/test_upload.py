@@ -63,7 +63,8 @@ async def test_a_local_mp3_becomes_a_finished_task(
     async with live(provider) as env:
         task = await env.client.add_vocals(audio=beat, audio_via=via, **ARGS)
         result = await task.complete(timeout=10)
-        assert result.stage is Stage.COMPLETE and len(result.tracks) == 2
+        assert result.stage is Stage.COMPLETE
+        assert len(result.tracks) == 2
         sim_task = env.sim.tasks[task.task_id]
         # The API fetched exactly the file: the simulator hashed what it downloaded.
         assert sim_task.input_sha256 == sha256(beat)
@@ -72,7 +73,8 @@ async def test_a_local_mp3_becomes_a_finished_task(
         if route == "upload":
             assert "/uploads/" in upload_url
             (record,) = env.sim.uploads.values()
-            assert record.sha256 == sha256(beat) and record.route == "stream"
+            assert record.sha256 == sha256(beat)
+            assert record.route == "stream"
             assert record.file_name == "beat.mp3"
         else:
             assert upload_url.startswith(env.receiver.url + "/files/")
@@ -87,9 +89,12 @@ async def test_upload_answers_the_documented_fields(tmp_path: Path) -> None:
         before = datetime.now(timezone.utc)
         uploaded = await env.client.upload(beat, "my beat.mp3")
         assert uploaded.file_name == "my beat.mp3"
-        assert uploaded.size == 30_000 and uploaded.mime_type == "audio/mpeg"
-        assert uploaded.url == uploaded.file_url and uploaded.download_url
-        assert uploaded.expires_at is not None and uploaded.expires_at > before
+        assert uploaded.size == 30_000
+        assert uploaded.mime_type == "audio/mpeg"
+        assert uploaded.url == uploaded.file_url
+        assert uploaded.download_url
+        assert uploaded.expires_at is not None
+        assert uploaded.expires_at > before
         # The upload host serves what was uploaded, byte for byte.
         async with env.http.get(uploaded.file_url) as answer:
             assert answer.status == 200
@@ -105,7 +110,8 @@ async def test_retention_differs_by_provider(tmp_path: Path) -> None:
     async with live("kie", speed=1000) as kie, live("sunoapi", speed=1000) as suno:
         now = datetime.now(timezone.utc)
         on_kie, on_suno = await kie.client.upload(beat), await suno.client.upload(beat)
-        assert on_kie.expires_at is not None and on_suno.expires_at is not None
+        assert on_kie.expires_at is not None
+        assert on_suno.expires_at is not None
         assert abs((on_kie.expires_at - now).total_seconds() - 86.4) < 2
         assert abs((on_suno.expires_at - now).total_seconds() - 259.2) < 2
     async with live("kie", speed=1e6) as kie, live("sunoapi", speed=1e6) as suno:
@@ -126,7 +132,8 @@ async def test_small_bytes_go_as_base64_and_larger_ones_streamed() -> None:
         assert records["small.mp3"].route == "base64"
         assert records["small.mp3"].sha256 == hashlib.sha256(small).hexdigest()
         assert records[second.file_name].route == "stream"
-        assert second.file_name.endswith(".mp3") and first.size == 2_000
+        assert second.file_name.endswith(".mp3")
+        assert first.size == 2_000
         base64_request = next(r for r in env.sim.requests if r.path == "/api/file-base64-upload")
         assert base64_request.headers["Content-Type"].startswith("application/json")
 
@@ -135,7 +142,7 @@ async def test_a_binary_file_object_is_streamed_from_where_it_stands(tmp_path: P
     beat = write_mp3(tmp_path / "beat.wav.mp3", 20_000)
     sent: list[tuple[int, int | None]] = []
     async with live("sunoapi") as env:
-        with open(beat, "rb") as file:
+        with open(beat, "rb") as file:  # noqa: ASYNC230 - a file object is what is tested
             uploaded = await env.client.upload(
                 file, progress=lambda done, total: sent.append((done, total))
             )
@@ -151,8 +158,10 @@ async def test_upload_from_url_makes_the_host_fetch_it(tmp_path: Path) -> None:
         served = env.receiver.serve_file(beat)
         uploaded = await env.client.upload_from_url(served, file_name="fetched.mp3")
         (record,) = env.sim.uploads.values()
-        assert record.route == "url" and record.sha256 == sha256(beat)
-        assert uploaded.file_name == "fetched.mp3" and uploaded.size == 12_345
+        assert record.route == "url"
+        assert record.sha256 == sha256(beat)
+        assert uploaded.file_name == "fetched.mp3"
+        assert uploaded.size == 12_345
 
 
 async def test_upload_progress_reports_every_byte(tmp_path: Path) -> None:
@@ -173,7 +182,8 @@ async def test_apibox_has_no_upload_api_and_says_what_to_do(tmp_path: Path) -> N
     async with live("apibox") as env:
         with pytest.raises(UploadUnavailableError) as caught:
             await env.client.upload(beat)
-        assert "serve_file" in str(caught.value) and "audio=Path" in str(caught.value)
+        assert "serve_file" in str(caught.value)
+        assert "audio=Path" in str(caught.value)
         with pytest.raises(UploadUnavailableError):
             await env.client.add_vocals(audio=beat, audio_via="upload", **ARGS)
         with pytest.raises(UploadUnavailableError):
@@ -181,13 +191,29 @@ async def test_apibox_has_no_upload_api_and_says_what_to_do(tmp_path: Path) -> N
         assert env.sim.requests == []
 
 
+def _not_audio(path: Path) -> None:
+    path.write_bytes(b"<html>not audio</html>")
+
+
+def _missing(path: Path) -> None:
+    pass
+
+
+def _folder(path: Path) -> None:
+    path.mkdir()
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
-        (lambda p: p.write_bytes(b"<html>not audio</html>") and p, "does not look like audio"),
-        (lambda p: p, "no such file"),
-        (lambda p: p.mkdir() or p, "is a folder"),
-        (lambda p: p.write_bytes(b"") and p or p, "is empty"),
+        (_not_audio, "does not look like audio"),
+        (_missing, "no such file"),
+        (_folder, "is a folder"),
+        (_empty, "is empty"),
     ],
     ids=["not-audio", "missing", "folder", "empty"],
 )
@@ -286,7 +312,8 @@ async def test_an_unreachable_upload_url_fails_the_task_the_providers_way() -> N
     async with live("kie") as env:
         with pytest.raises(APIError) as raised:
             await env.client.add_vocals(**{**REQUEST, "upload_url": dead})
-        assert raised.value.code == 451 and "uploadUrl" in raised.value.msg
+        assert raised.value.code == 451
+        assert "uploadUrl" in raised.value.msg
         assert env.sim.tasks == {}
 
 
@@ -307,11 +334,10 @@ async def test_only_loopback_upload_urls_are_fetched() -> None:
         task = await env.client.add_vocals(**REQUEST)  # https://cdn.example.org/...
         await task.complete(timeout=10)
         sim_task = env.sim.tasks[task.task_id]
-        assert sim_task.input_size is None and sim_task.input_error is None
+        assert sim_task.input_size is None
+        assert sim_task.input_error is None
     async with live("kie", fetch_upload_url=False) as env:
-        task = await env.client.add_vocals(
-            **{**REQUEST, "upload_url": "http://127.0.0.1:9/a.mp3"}
-        )
+        task = await env.client.add_vocals(**{**REQUEST, "upload_url": "http://127.0.0.1:9/a.mp3"})
         await task.complete(timeout=10)  # not fetched: the dead URL goes unnoticed
 
 
