@@ -12,6 +12,7 @@ import dataclasses
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -270,7 +271,7 @@ def mp3_bytes(size: int = 4_000) -> bytes:
     return (frames + bytes(max(0, size - len(frames))))[:size] if size >= 14 else frames
 
 
-def write_mp3(path: Any, size: int = 4_000) -> Any:
+def write_mp3(path: Path, size: int = 4_000) -> Path:
     """Write an MP3 of exactly ``size`` bytes to ``path`` a megabyte at a time (a 50 MB
     file is never held in memory here); returns ``path``."""
     block = MP3_FRAME * (1024 * 1024 // len(MP3_FRAME))
