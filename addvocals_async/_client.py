@@ -258,6 +258,7 @@ class AddVocalsClient:
         callback_url: str | None = None,
         audio: str | os.PathLike[str] | None = None,
         audio_via: str = "auto",
+        upload_progress: UploadProgress | None = None,
     ) -> VocalTask:
         """Submit an instrumental for vocals; returns the ``VocalTask`` to await.
 
@@ -276,6 +277,8 @@ class AddVocalsClient:
         - ``"upload"``: the provider's upload API (``UploadUnavailableError`` on apibox);
         - ``"serve"``: the receiver serves it (``receiver.serve_file``) under its public
           URL until the task reports ``first`` (or fails), or an hour has passed.
+
+        ``upload_progress(sent, total)`` follows an upload, as in ``upload``.
         """
         fields = {
             "upload_url": upload_url,
@@ -321,7 +324,7 @@ class AddVocalsClient:
         served_url = None
         if audio_file is not None:
             if via == "upload":
-                uploaded = await self.upload(audio_file.path)
+                uploaded = await self.upload(audio_file.path, progress=upload_progress)
                 request = attrs.evolve(request, upload_url=uploaded.url)
             else:
                 assert self.receiver is not None

@@ -29,6 +29,8 @@ from addvocals_async import (
     UploadUnavailableError,
 )
 from addvocals_async._audio import audio_type
+from addvocals_async.cli import main
+from addvocals_async.cli._output import Progress, TransferBar, format_transfer
 
 ARGS = {k: v for k, v in REQUEST.items() if k != "upload_url"}
 """The request without ``upload_url``: ``audio=`` stands in for it."""
@@ -451,3 +453,135 @@ async def test_a_50_mb_upload_keeps_memory_flat(tmp_path: Path) -> None:
     whole = await _rss_growth(beat, "whole")
     print(f"50 MB as bytes: peak RSS grew {whole['growth'] / 1e6:.1f} MB")
     assert whole["growth"] > 50 * 1024 * 1024
+
+
+# ---------------------------------------------------------------- the command line
+
+
+async def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``addvocals ARGS`` through ``cli.main`` in a worker thread (its own event loop);
+    stderr is a pipe here, as in a CI log."""
+    capsys.readouterr()
+    buffer = io.StringIO()
+    code = await asyncio.to_thread(main, list(args), out=buffer)
+    return code, buffer.getvalue(), capsys.readouterr().err
+
+
+def cli_request() -> list[str]:
+    return [a for k, v in ARGS.items() for a in (f"--{k.replace('_', '-')}", v)]
+
+
+async def test_cli_upload_prints_the_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    beat = write_mp3(tmp_path / "beat.mp3", 40_000)
+    async with live("kie") as env:
+        api = ["--provider", "kie", "--base-url", env.sim.base_url, "--api-key", env.sim.api_key]
+        code, out, err = await run_main(capsys, "upload", str(beat), *api)
+        assert code == 0, err
+        url = out.strip()
+        async with env.http.get(url) as answer:
+            assert await answer.read() == beat.read_bytes()
+        assert "expires" in err
+        assert "\r" not in err  # no progress bar in a pipe
+        code, out, err = await run_main(
+            capsys, "upload", str(beat), "--json", "--name", "x.mp3", *api
+        )
+        record = json.loads(out)
+        assert record["size"] == 40_000
+        assert record["url"].endswith("/x.mp3")
+        assert err == ""
+        code, out, err = await run_main(capsys, "upload", str(tmp_path / "nope.mp3"), *api)
+        assert code == 7
+        assert "no such file" in err
+        assert out == ""
+
+
+async def test_cli_upload_on_apibox_names_the_other_way(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    beat = write_mp3(tmp_path / "beat.mp3")
+    async with live("apibox") as env:
+        api = ["--base-url", env.sim.base_url, "--api-key", env.sim.api_key]
+        code, _, err = await run_main(capsys, "upload", str(beat), *api)
+        assert code == 2
+        assert "--serve-file" in err
+        code, _, err = await run_main(capsys, "submit", "--file", str(beat), *cli_request(), *api)
+        assert code == 2
+        assert "--wait" in err
+        assert "--receiver-port" in err
+        assert env.sim.requests == []
+        code, out, err = await run_main(
+            capsys, "submit", "--file", str(beat), *cli_request(), *api,
+            "--wait", "--receiver-port", "0", "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        task_id = out.splitlines()[0]
+        assert env.sim.tasks[task_id].input_sha256 == sha256(beat)
+        assert "/files/" in env.sim.tasks[task_id].request["uploadUrl"]
+
+
+async def test_cli_submit_file_uploads_on_kie(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    beat = write_mp3(tmp_path / "beat.mp3", 30_000)
+    async with live("kie") as env:
+        api = ["--provider", "kie", "--base-url", env.sim.base_url, "--api-key", env.sim.api_key]
+        code, out, err = await run_main(
+            capsys, "submit", "--file", str(beat), *cli_request(), *api, "--callback-url",
+            "https://hooks.example.com/cb",
+        )  # fmt: skip
+        assert code == 0, err
+        task_id = out.splitlines()[0].removeprefix("task id: ")
+        assert env.sim.tasks[task_id].input_sha256 == sha256(beat)
+        assert "/uploads/" in env.sim.tasks[task_id].request["uploadUrl"]
+        bad = tmp_path / "notes.txt"
+        bad.write_text("not a song")
+        code, _, err = await run_main(
+            capsys, "submit", "--file", str(bad), *cli_request(), *api, "--callback-url",
+            "https://hooks.example.com/cb",
+        )  # fmt: skip
+        assert code == 7
+        assert "does not look like audio" in err
+
+
+def test_the_transfer_line_has_bytes_rate_and_eta() -> None:
+    line = format_transfer("beat.mp3", 2_500_000, 10_000_000, 2.0)
+    assert "[######------------------]" in line
+    assert " 25%" in line
+    assert "2.5 MB/10.0 MB" in line
+    assert "1.2 MB/s" in line
+    assert "ETA 6s" in line
+    assert "done" in format_transfer("beat.mp3", 10, 10, 1.0)
+    assert format_transfer("x", 2048, None, 1.0) == "x 2.0 kB  2.0 kB/s"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_an_upload_draws_its_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    beat = write_mp3(tmp_path / "beat.mp3", 300_000)
+    terminal, pipe = _Terminal(), io.StringIO()
+    async with live("sunoapi") as env:
+        for stream in (terminal, pipe):
+            await env.client.upload(beat, progress=TransferBar(Progress(stream), "beat.mp3"))
+    assert "\r\x1b[K" in terminal.getvalue()
+    assert "300.0 kB/300.0 kB" in terminal.getvalue()
+    assert "100%" in terminal.getvalue()
+    assert pipe.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "needles"),
+    [("submit", ["--file", "--upload", "--serve-file"]), ("upload", ["PATH_OR_URL", "24 hours"])],
+)
+def test_help_describes_files(
+    command: str, needles: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    for needle in needles:
+        assert needle in text
