@@ -531,10 +531,11 @@ class CallbackReceiver:
         """
         if self._closed:
             raise RuntimeError("the receiver is closed")
+        base = yarl.URL(self.url)  # no URL yet (not started, no public_url): nothing registered
         token = self._files.register(
             path, expires_in=expires_in, task_ref=task_ref, max_bytes=max_bytes
         )
-        return str(yarl.URL(self.url) / "files" / token)
+        return str(base / "files" / token)
 
     def stop_serving(self, url: str) -> bool:
         """Stop serving the file of a ``serve_file`` URL; False when it was not served."""
