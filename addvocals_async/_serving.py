@@ -53,6 +53,9 @@ fetches the instrumental within moments of the submit; an hour covers a queue an
 sender's retries, and the file stops being served as soon as its task reports ``first``."""
 
 _CHUNK = 256 * 1024
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+"""Opening never blocks (a FIFO put in the file's place) nor follows a symlink put there
+since ``serve_file`` resolved the path; ``fstat`` then insists on a regular file."""
 _MAX_FILES = 10_000
 """Files registered at once; expired ones are swept when a new one is registered."""
 
@@ -220,7 +223,7 @@ class FileServer:
     async def _send(self, request: web.BaseRequest, served: ServedFile) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         try:
-            fd = await loop.run_in_executor(None, os.open, served.path, os.O_RDONLY)
+            fd = await loop.run_in_executor(None, os.open, served.path, _OPEN_FLAGS)
         except OSError as exc:
             return self._gone(request, served, exc.strerror or "cannot be opened")
         try:
@@ -248,8 +251,8 @@ class FileServer:
             response.content_length = length
             await response.prepare(request)
             sent = 0
-            if request.method == "GET":
-                while sent < length:
+            try:
+                while request.method == "GET" and sent < length:
                     chunk = await loop.run_in_executor(
                         None, os.pread, fd, min(_CHUNK, length - sent), first + sent
                     )
@@ -257,7 +260,10 @@ class FileServer:
                         break  # the file shrank under us: the client sees a short body
                     await response.write(chunk)
                     sent += len(chunk)
-            await response.write_eof()
+                await response.write_eof()
+            except ConnectionError:  # the fetcher went away mid-file: nothing to answer
+                self._log(request, served, status, sent)
+                return response
             self.served += 1
             self._log(request, served, status, sent)
             return response

@@ -362,3 +362,23 @@ async def test_a_served_file_that_never_got_a_task_stops_being_served(beat: Path
         with pytest.raises(APIError):
             await env.client.add_vocals(audio=beat, **args)
         assert env.receiver.serving == 0
+
+
+async def test_a_file_replaced_after_serve_file_is_not_followed(
+    receiver: CallbackReceiver, http: aiohttp.ClientSession, beat: Path, tmp_path: Path
+) -> None:
+    """Deleted, swapped for a symlink elsewhere, or for a FIFO (whose open would block):
+    410, at once, and nothing else is read."""
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text("do not serve me")
+    for swap in ("deleted", "symlink", "fifo"):
+        path = write_mp3(tmp_path / f"{swap}.mp3")
+        url = receiver.serve_file(path)
+        path.unlink()
+        if swap == "symlink":
+            path.symlink_to(secret_file)
+        elif swap == "fifo":
+            os.mkfifo(path)
+        status, _, body = await asyncio.wait_for(fetch(http, url), 5)
+        assert status == 410, swap
+        assert b"do not serve me" not in body
