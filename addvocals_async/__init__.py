@@ -32,6 +32,7 @@ from ._errors import (
     DeliveryUnavailableError,
     InsufficientCreditsError,
     InvalidParametersError,
+    LocalFileError,
     MaintenanceError,
     NotFoundError,
     PromptTooLongError,
@@ -41,6 +42,7 @@ from ._errors import (
     ServerError,
     TaskFailedError,
     TaskTimeoutError,
+    UploadUnavailableError,
     WebhookVerificationError,
 )
 from ._models import (
@@ -50,6 +52,7 @@ from ._models import (
     TaskDetails,
     TaskResult,
     Track,
+    UploadedFile,
 )
 from ._pending import PendingStore, PendingSubmit, SQLitePendingStore
 from ._providers import PROVIDERS, LengthLimits, ProviderProfile
@@ -66,6 +69,7 @@ from ._registry import TaskRegistry, TerminalListener
 from ._signing import Secret, sign_webhook, verify_signature
 from ._tasks import DetailsSource, TaskState, VocalTask
 from ._throttle import SlidingWindowThrottle, SubmitThrottle
+from ._upload import UploadProgress, UploadSource
 from ._validation import UncheckedModel
 from ._version import __version__
 
@@ -95,6 +99,7 @@ __all__ = [
     "InsufficientCreditsError",
     "InvalidParametersError",
     "LengthLimits",
+    "LocalFileError",
     "MaintenanceError",
     "NotFoundError",
     "PendingStore",
@@ -126,6 +131,10 @@ __all__ = [
     "TerminalListener",
     "Track",
     "UncheckedModel",
+    "UploadProgress",
+    "UploadSource",
+    "UploadUnavailableError",
+    "UploadedFile",
     "VocalTask",
     "WebhookVerificationError",
     "WireFormat",

@@ -6,7 +6,9 @@ It composes the parts below it and adds nothing of its own but argument checking
 - ``AddVocalsAPI`` (``_api``): submit, details and credits, and the tasks' details source;
 - ``TaskRegistry`` (``_registry``): the tasks awaited here, fed by the receiver's
   delivery seam;
-- ``download`` (``_download``): saving generated files.
+- ``download`` (``_download``): saving generated files;
+- ``Uploader`` (``_upload``): the provider's file-upload host, through a ``Transport`` of
+  its own that shares the session; the receiver's ``serve_file`` where there is none.
 """
 
 from __future__ import annotations
@@ -20,26 +22,40 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 
 from ._api import AddVocalsAPI
+from ._audio import check_audio_file
 from ._config import API_KEY_ENV, BASE_URL_ENV, PROVIDER_ENV, PollPolicy, RetryPolicy
 from ._convert import WireFormat, wire
-from ._download import ProgressCallback, download
-from ._errors import APIConnectionError, APIError, RequestValidationError
+from ._download import ProgressCallback, default_timeout, download
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    RequestValidationError,
+    UploadUnavailableError,
+)
 from ._http import Transport
-from ._models import AddVocalsRequest, TaskDetails, Track
+from ._models import AddVocalsRequest, TaskDetails, Track, UploadedFile
 from ._pending import PendingStore, PendingSubmit, SQLitePendingStore
-from ._providers import ProviderProfile, get_provider
+from ._providers import UPLOAD_CODES, ProviderProfile, get_provider
 from ._receiver import CallbackReceiver
 from ._registry import DEFAULT_TTL, TaskRegistry
 from ._signing import Secret
 from ._tasks import TaskState, VocalTask
 from ._throttle import SlidingWindowThrottle, SubmitThrottle
+from ._upload import Uploader, UploadProgress, UploadSource
 from ._validation import check_provider_lengths, require_url
 
 __all__ = ["AddVocalsClient"]
 
 log = logging.getLogger("addvocals_async")
+
+AUDIO_VIA = ("auto", "upload", "serve")
+"""How ``add_vocals(audio=...)`` gets the file to the API (see ``add_vocals``)."""
+_PENDING_UPLOAD_URL = "https://upload.invalid/pending"
+"""Stands in for the URL a local file will get, so the request is validated before the
+file is uploaded or served."""
 
 
 class AddVocalsClient:
@@ -56,6 +72,12 @@ class AddVocalsClient:
     ``task_ttl`` seconds is forgotten by the receiver side; its waiters go on polling.
     Submits queue at the API's rate, 20 per 10 s (``throttle=``: a ``SubmitThrottle``, or
     ``False`` to send at once and let rate limits be retried).
+
+    Uploads (``upload``, ``add_vocals(audio=...)``) go to the provider's upload host
+    (sunoapi, kie), or to ``upload_base_url``; when ``base_url`` is overridden (the
+    simulator, a proxy) and ``upload_base_url`` is not, uploads go there too. An upload
+    must end within ``upload_timeout`` seconds (default: 20 × ``request_timeout``, at
+    least 5 minutes), each read within ``request_timeout``.
     """
 
     def __init__(
@@ -74,6 +96,8 @@ class AddVocalsClient:
         task_ttl: float = DEFAULT_TTL,
         pending_store: PendingStore | str | os.PathLike[str] | None = None,
         throttle: SubmitThrottle | bool = True,
+        upload_base_url: str | None = None,
+        upload_timeout: float | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key or not key.strip():
@@ -85,6 +109,20 @@ class AddVocalsClient:
         self.profile = get_provider(provider or os.environ.get(PROVIDER_ENV) or "apibox")
         base_url = base_url or os.environ.get(BASE_URL_ENV) or self.profile.base_url
         self.base_url = require_url("base_url", base_url)
+        if upload_base_url is None and base_url != self.profile.base_url:
+            upload_base_url = base_url  # the simulator or a proxy serves uploads too
+        self.upload_base_url = (
+            require_url("upload_base_url", upload_base_url) if upload_base_url is not None else None
+        )
+        if upload_timeout is not None and not (
+            isinstance(upload_timeout, (int, float))
+            and not isinstance(upload_timeout, bool)
+            and 0 < upload_timeout < float("inf")
+        ):
+            raise RequestValidationError(
+                "upload_timeout", upload_timeout, "must be a positive, finite number of seconds"
+            )
+        self._upload_timeout = upload_timeout
         self.receiver = receiver
         if callback_url is not None:
             require_url("callback_url", callback_url)
@@ -102,8 +140,10 @@ class AddVocalsClient:
         self.retry_policy = retry or RetryPolicy()
         self.poll_policy = poll or PollPolicy()
         self._wire = wire_format or wire
+        self._api_key = Secret(key.strip())
+        self._uploader: Uploader | None = None
         self._transport = Transport(
-            api_key=Secret(key.strip()),
+            api_key=self._api_key,
             profile=self.profile,
             request_timeout=request_timeout,
             retry=self.retry_policy,
@@ -157,6 +197,8 @@ class AddVocalsClient:
             await asyncio.wait(self._background, timeout=5.0)
         if self._pending is not None and self._owns_store:
             await self._pending.aclose()
+        if self._uploader is not None:
+            await self._uploader.aclose()
         await self._transport.aclose()
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
@@ -214,6 +256,9 @@ class AddVocalsClient:
         lyrics: str | None = None,
         variety: int | None = None,
         callback_url: str | None = None,
+        audio: str | os.PathLike[str] | None = None,
+        audio_via: str = "auto",
+        upload_progress: UploadProgress | None = None,
     ) -> VocalTask:
         """Submit an instrumental for vocals; returns the ``VocalTask`` to await.
 
@@ -221,6 +266,19 @@ class AddVocalsClient:
         before anything is sent (``RequestValidationError``). A submit is retried only on
         answers that prove nothing was created (rate limits, maintenance, a connection
         that never opened); anything ambiguous is raised with ``maybe_submitted=True``.
+
+        ``audio=Path("beat.mp3")`` instead of ``upload_url`` sends a local file. It is
+        checked first (``LocalFileError``: missing, not a regular file, over 100 MB, not
+        audio by its first bytes), then ``audio_via`` decides how the API gets it:
+
+        - ``"auto"`` (default): the provider's upload API where there is one (sunoapi,
+          kie), since the API then fetches from its own host and nothing here must be
+          reachable; otherwise (apibox) the receiver serves it;
+        - ``"upload"``: the provider's upload API (``UploadUnavailableError`` on apibox);
+        - ``"serve"``: the receiver serves it (``receiver.serve_file``) under its public
+          URL until the task reports ``first`` (or fails), or an hour has passed.
+
+        ``upload_progress(sent, total)`` follows an upload, as in ``upload``.
         """
         fields = {
             "upload_url": upload_url,
@@ -236,6 +294,9 @@ class AddVocalsClient:
             "lyrics": lyrics,
             "variety": variety,
         }
+        via = self._audio_via(audio, audio_via, upload_url, request)
+        if audio is not None:
+            fields["upload_url"] = _PENDING_UPLOAD_URL
         if request is None:
             request = AddVocalsRequest(**fields)  # type: ignore[arg-type]
         elif any(value is not None for value in fields.values()):
@@ -244,6 +305,7 @@ class AddVocalsClient:
                 f"pass either an AddVocalsRequest or keyword fields, not both ({given})"
             )
         check_provider_lengths(request, self.profile)
+        audio_file = check_audio_file(audio) if audio is not None else None
         callback_url = callback_url or request.callback_url
         ref = None
         if callback_url is None and self.receiver is not None:
@@ -257,19 +319,126 @@ class AddVocalsClient:
                 "is required by the API: pass callback_url=..., give the client "
                 "receiver=CallbackReceiver(...), or set callback_url on the client",
             )
+        if callback_url != request.callback_url:
+            require_url("callback_url", callback_url)
+        served_url = None
+        if audio_file is not None:
+            if via == "upload":
+                uploaded = await self.upload(audio_file.path, progress=upload_progress)
+                request = attrs.evolve(request, upload_url=uploaded.url)
+            else:
+                assert self.receiver is not None
+                served_url = self.receiver.serve_file(audio_file.path, task_ref=ref)
+                request = attrs.evolve(request, upload_url=served_url)
         body = self._wire.unstructure_request(request)
         if body.get("callBackUrl") != callback_url:
-            require_url("callback_url", callback_url)
             body["callBackUrl"] = callback_url
-        if self._throttle is not None:
-            await self._throttle.acquire()  # queue at the API's rate rather than fail it
-        if ref is None:
-            task_id = await self._api.submit(body)
-            log.info(
-                "task %a submitted; it resolves by polling (its callbacks go elsewhere)", task_id
+        try:
+            if self._throttle is not None:
+                await self._throttle.acquire()  # queue at the API's rate rather than fail it
+            if ref is None:
+                task_id = await self._api.submit(body)
+                log.info(
+                    "task %a submitted; it resolves by polling (its callbacks go elsewhere)",
+                    task_id,
+                )
+                return VocalTask(TaskState(task_id, self.profile), self._api, self.poll_policy)
+            return await self._submit_with_callbacks(body, ref)
+        except BaseException as exc:
+            if served_url is not None and self.receiver is not None and _surely_not_created(exc):
+                self.receiver.stop_serving(served_url)  # no task will fetch it
+            raise
+
+    def _audio_via(
+        self,
+        audio: str | os.PathLike[str] | None,
+        via: str,
+        upload_url: str | None,
+        request: AddVocalsRequest | None,
+    ) -> str:
+        """How a local ``audio`` file reaches the API: ``"upload"`` or ``"serve"``."""
+        if via not in AUDIO_VIA:
+            raise RequestValidationError("audio_via", via, f"must be one of {', '.join(AUDIO_VIA)}")
+        if audio is None:
+            return via
+        if upload_url is not None or request is not None:
+            raise RequestValidationError(
+                "audio", audio, "pass either audio= (a local file) or upload_url=, not both"
             )
-            return VocalTask(TaskState(task_id, self.profile), self._api, self.poll_policy)
-        return await self._submit_with_callbacks(body, ref)
+        if not isinstance(audio, (str, os.PathLike)):
+            raise RequestValidationError(
+                "audio", type(audio).__name__, "must be a local file path (pathlib.Path or str)"
+            )
+        if isinstance(audio, str) and audio.lower().startswith(("http://", "https://")):
+            raise RequestValidationError(
+                "audio", audio, "is a URL, not a local file: pass it as upload_url="
+            )
+        if via == "auto":
+            via = "upload" if self.profile.can_upload else "serve"
+        if via == "upload" and not self.profile.can_upload:
+            raise UploadUnavailableError(self.profile.name)
+        if via == "serve" and self.receiver is None:
+            raise RequestValidationError(
+                "audio",
+                audio,
+                "needs a receiver to serve the file from: AddVocalsClient(receiver="
+                "CallbackReceiver(public_url=...)), or a provider with an upload API",
+            )
+        return via
+
+    async def upload(
+        self,
+        source: UploadSource,
+        file_name: str | None = None,
+        *,
+        max_bytes: int | None = None,
+        progress: UploadProgress | None = None,
+    ) -> UploadedFile:
+        """Upload an instrumental to the provider's file host (sunoapi, kie); returns the
+        ``UploadedFile`` whose ``url`` to pass as ``upload_url``, soon: it expires after
+        3 days on sunoapi, 24 hours on kie.
+
+        ``source`` is a file path (checked first, then streamed: never read whole into
+        memory), bytes (base64 up to 1 MB, multipart above), or a seekable file opened
+        in binary mode. Every kind is checked to be audio by its first bytes and at most
+        ``max_bytes`` (default 100 MB): ``LocalFileError`` otherwise, with nothing sent.
+        ``file_name`` defaults to the file's own (kie overwrites an earlier upload of the
+        same name). ``progress(sent, total)`` is called as bytes go out.
+
+        Uploads cost no credits, so a failed one is safe to retry, and is retried, with
+        the client's retry policy, on anything transient (5xx, a lost connection, a rate
+        limit). api.box has no upload API: ``UploadUnavailableError`` says to let the
+        receiver serve the file (``add_vocals(audio=Path(...))``).
+        """
+        return await self._get_uploader().upload(
+            source, file_name=file_name, max_bytes=max_bytes, progress=progress
+        )
+
+    async def upload_from_url(self, url: str, *, file_name: str | None = None) -> UploadedFile:
+        """Have the provider's file host fetch ``url`` itself (kie: within 30 s, up to about
+        100 MB advised): a link that expires soon, or that the API cannot reach, becomes
+        one on the provider's host. Free, so safe to retry; see ``upload``."""
+        return await self._get_uploader().upload_from_url(url, file_name=file_name)
+
+    def _get_uploader(self) -> Uploader:
+        if not self.profile.can_upload:
+            raise UploadUnavailableError(self.profile.name)
+        if self._uploader is None:
+            base = self.upload_base_url or require_url(
+                "upload_base_url", self.profile.upload_base_url
+            )
+            stall = self.request_timeout
+            total = self._upload_timeout or default_timeout(stall)
+            transport = Transport(
+                api_key=self._api_key,
+                profile=attrs.evolve(self.profile, codes=UPLOAD_CODES),
+                request_timeout=total,
+                retry=self.retry_policy,
+                session=self._transport.session,
+                timeout=aiohttp.ClientTimeout(total=total, sock_connect=stall, sock_read=stall),
+            )
+            self._uploader = Uploader(transport, base, self._wire)
+        return self._uploader
 
     async def _submit_with_callbacks(self, body: dict[str, Any], ref: str) -> VocalTask:
         registry, store = self._tasks, self._pending

@@ -21,7 +21,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track, Tracks
+from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track, Tracks, UploadedFile
 
 __all__ = [
     "NOT_JSON",
@@ -365,6 +365,30 @@ class WireFormat:
                 None if data.get("operationType") is None else _loose_str(data.get("operationType"))
             ),
             parent_music_id=_loose_str(data.get("parentMusicId")),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    # ------------------------------------------------------------ uploads
+
+    def structure_upload(self, data: Any) -> UploadedFile | None:
+        """Parse an upload host's ``data`` (``fileUrl``, ``downloadUrl``, ``expiresAt`` as
+        ISO 8601, ``fileSize``, ``mimeType``, …). ``None`` when it names no URL at all."""
+        if not isinstance(data, Mapping):
+            return None
+        file_url = _loose_str(data.get("fileUrl"))
+        download_url = _loose_str(data.get("downloadUrl"))
+        if not file_url and not download_url:
+            return None
+        known = {"fileUrl", "downloadUrl", "expiresAt", "fileSize", "mimeType", "fileId"}
+        mime = data.get("mimeType")
+        return UploadedFile(
+            file_url=file_url,
+            download_url=download_url,
+            expires_at=parse_create_time(data.get("expiresAt"), self.naive_tz),
+            size=_loose_int(data.get("fileSize")),
+            mime_type=None if mime is None else _loose_str(mime) or None,
+            file_id=_loose_str(data.get("fileId")),
+            file_name=_loose_str(data.get("fileName")),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import aiohttp
 import yarl
 
+from ._audio import looks_like_audio
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -305,13 +306,7 @@ def _looks_like(kind: str, head: bytes) -> bool:
     """Whether the first bytes are those of an audio file (MP3, WAV, FLAC, Ogg, M4A, AIFF)
     or of an image (JPEG, PNG, WebP, GIF)."""
     if kind == "audio":
-        return (
-            head.startswith((b"ID3", b"fLaC", b"OggS"))
-            or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)  # MPEG/AAC sync
-            or (head[:4] == b"RIFF" and head[8:12] == b"WAVE")
-            or (head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"))
-            or head[4:8] == b"ftyp"  # MP4 family: M4A
-        )
+        return looks_like_audio(head)
     return head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")) or (
         head[:4] == b"RIFF" and head[8:12] == b"WEBP"
     )

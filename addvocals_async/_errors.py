@@ -17,7 +17,9 @@
     ├── TaskTimeoutError (also TimeoutError) (.task_id, .stage)
     ├── WebhookVerificationError (also ValueError)
     ├── ReceiverClosedError
-    └── DeliveryUnavailableError                  the delivery seam's store is unreachable
+    ├── DeliveryUnavailableError                  the delivery seam's store is unreachable
+    ├── LocalFileError (also ValueError)          a local file is missing, too big, not audio
+    └── UploadUnavailableError                    the provider has no upload API (apibox)
 
 No message built here ever contains an API key, an HMAC key or a receiver secret: errors
 carry what the API said and what the caller passed, never credentials.
@@ -37,6 +39,7 @@ __all__ = [
     "DeliveryUnavailableError",
     "InsufficientCreditsError",
     "InvalidParametersError",
+    "LocalFileError",
     "MaintenanceError",
     "NotFoundError",
     "PromptTooLongError",
@@ -46,6 +49,7 @@ __all__ = [
     "ServerError",
     "TaskFailedError",
     "TaskTimeoutError",
+    "UploadUnavailableError",
     "WebhookVerificationError",
 ]
 
@@ -259,3 +263,35 @@ class ReceiverClosedError(AddVocalsError):
 class DeliveryUnavailableError(AddVocalsError):
     """The delivery seam's store cannot be reached right now (a backend over a server that
     is down). Nothing was stored: the receiver answers 503, and the sender tries again."""
+
+
+class LocalFileError(AddVocalsError, ValueError):
+    """A local file given to send (``client.upload``, ``add_vocals(audio=...)``,
+    ``receiver.serve_file``) cannot be: it is missing, not a regular file, unreadable,
+    empty, over the size limit, or its first bytes are not those of an audio file.
+    Nothing was sent. ``path`` is the file as given, ``reason`` the problem in words."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason), self.__dict__)
+
+
+class UploadUnavailableError(AddVocalsError):
+    """The provider documents no file-upload API (api.box): ``client.upload`` cannot work
+    there. Let the receiver serve the file instead: ``add_vocals(audio=Path(...))`` or
+    ``upload_url=receiver.serve_file(path)``."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        super().__init__(
+            f"the {provider} provider has no file-upload API: let your receiver serve the "
+            "file instead, with add_vocals(audio=Path('beat.mp3'), ...) or "
+            "upload_url=receiver.serve_file('beat.mp3')"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.provider,), self.__dict__)

@@ -93,11 +93,14 @@ class Transport:
         request_timeout: float,
         retry: RetryPolicy,
         session: aiohttp.ClientSession | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> None:
+        """``timeout`` replaces the default ``ClientTimeout(total=request_timeout)`` (an
+        upload: a long total, with ``request_timeout`` as the stall limit of each read)."""
         self._auth = {"Authorization": f"Bearer {api_key.reveal().decode()}"}
         self.profile = profile
         self.request_timeout = request_timeout
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._timeout = timeout or aiohttp.ClientTimeout(total=request_timeout)
         self.retry = retry
         self._session = session
         self._owns_session = session is None

@@ -24,6 +24,7 @@ __all__ = [
     "TaskResult",
     "Track",
     "Tracks",
+    "UploadedFile",
 ]
 
 
@@ -286,3 +287,27 @@ class TaskResult:
             if track.prompt:
                 return track.prompt
         return None
+
+
+@attrs.frozen(kw_only=True)
+class UploadedFile:
+    """A file on the provider's upload host, as its answer describes it.
+
+    Pass ``file_url`` (or ``download_url``) as ``upload_url`` and submit soon: the file
+    expires at ``expires_at`` (3 days on sunoapi, 24 hours on kie). Fields the answer
+    lacks are empty (``""``, ``None``); unknown ones are kept in ``extra``.
+    """
+
+    file_url: str
+    download_url: str = ""
+    expires_at: datetime | None = None
+    size: int | None = None
+    mime_type: str | None = None
+    file_id: str = ""
+    file_name: str = ""
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The URL to send as ``upload_url``: ``file_url``, else ``download_url``."""
+        return self.file_url or self.download_url

@@ -2,7 +2,8 @@
 
 Everything provider-specific lives here: base URLs, the code → error class maps (429 means
 "out of credits" on apibox/sunoapi but "rate limited" on kie), the credits path, the model
-enum and default, length limits, callback failure wording and signing. The retry decisions
+enum and default, length limits, callback failure wording and signing, and the file-upload
+host with its routes and retention (sunoapi and kie; api.box documents none). The retry decisions
 are pure functions over these tables, tested without a network.
 """
 
@@ -29,6 +30,7 @@ from ._errors import (
 
 __all__ = [
     "PROVIDERS",
+    "UPLOAD_CODES",
     "Field",
     "LengthLimits",
     "Outcome",
@@ -120,6 +122,16 @@ _KIE_CODES: Mapping[int, type[APIError]] = {
     505: ServerError,
 }
 
+UPLOAD_CODES: Mapping[int, type[APIError]] = {
+    400: InvalidParametersError,
+    401: AuthenticationError,
+    405: RateLimitError,
+    500: ServerError,
+}
+"""The upload hosts' codes (API-SPEC §7: 400, 401, 405, 500), the same on sunoapi and kie."""
+
+_DAY = 86_400.0
+
 _APIBOX_CALLBACK_CODES: Mapping[int, str] = {
     400: "bad request: invalid parameters or a content-policy violation",
     451: "the input audio could not be downloaded",
@@ -152,6 +164,18 @@ class ProviderProfile:
     signs_callbacks: bool = False
     submit_path: str = "/api/v1/generate/add-vocals"
     details_path: str = "/api/v1/generate/record-info"
+    upload_base_url: str | None = None
+    """The provider's file-upload host; ``None`` where it documents no upload API."""
+    upload_retention: float | None = None
+    """Seconds an uploaded file stays fetchable (sunoapi 3 days, kie 24 hours)."""
+    upload_stream_path: str = "/api/file-stream-upload"
+    upload_base64_path: str = "/api/file-base64-upload"
+    upload_url_path: str = "/api/file-url-upload"
+
+    @property
+    def can_upload(self) -> bool:
+        """Whether the provider has a file-upload API."""
+        return self.upload_base_url is not None
 
     def limits(self, model: str | None) -> LengthLimits:
         return limits_for(model, title_cap=self.title_cap)
@@ -180,6 +204,8 @@ PROVIDERS: Mapping[str, ProviderProfile] = {
         codes=_APIBOX_CODES,
         callback_codes=_APIBOX_CALLBACK_CODES,
         default_model="V4_5PLUS",
+        upload_base_url="https://sunoapiorg.redpandaai.co",
+        upload_retention=3 * _DAY,
     ),
     "kie": ProviderProfile(
         name="kie",
@@ -190,6 +216,8 @@ PROVIDERS: Mapping[str, ProviderProfile] = {
         default_model="V4_5PLUS",
         title_cap=80,
         signs_callbacks=True,
+        upload_base_url="https://kieai.redpandaai.co",
+        upload_retention=1 * _DAY,  # kie's current page; older ones said 3 days
     ),
 }
 

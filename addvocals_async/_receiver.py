@@ -10,6 +10,9 @@ One ``CallbackReceiver`` serves three ways:
 - anywhere else: ``await receiver.handle(path, headers, body)`` returns a status and a JSON
   body for any web framework to send back.
 
+It also serves local files for the API to fetch (``serve_file``, ``GET``/``HEAD``
+``{path}/files/{token}``, embedded and mounted; see ``_serving``).
+
 A request is checked in order of cost: the URL token (constant time, no lookup), the body
 size, the JSON, the kie signature when a key is set, the shape. Only then is it published
 on the delivery seam, which checks that the URL belongs to the task the body names and
@@ -24,6 +27,7 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -49,7 +53,8 @@ from ._delivery import (
 )
 from ._errors import DeliveryUnavailableError, WebhookVerificationError
 from ._guard import BACKLOG, ConnectionGuard, GuardedServer, default_max_connections
-from ._models import CallbackEvent
+from ._models import CallbackEvent, Stage
+from ._serving import DEFAULT_SERVE_SECONDS, FileServer
 from ._signing import DEFAULT_TOLERANCE, Secret, TokenSigner, as_secret, verify_signature
 from ._validation import require_url
 
@@ -86,6 +91,8 @@ class ReceiverStats:
     unavailable: int = 0  # answered 503: the delivery seam could not store them
     disconnected: int = 0  # the sender went away before its body arrived
     hook_errors: int = 0
+    files_served: int = 0  # served-file requests answered 200 or 206
+    files_refused: int = 0  # served-file requests with a forged, expired or revoked token
 
     @property
     def rejected(self) -> int:
@@ -194,6 +201,8 @@ def _reject(status: int, reason: str) -> ReceiverResponse:
 
 
 _FORBIDDEN = _reject(403, "invalid callback token")
+_INPUT_FETCHED = frozenset({Stage.FIRST, Stage.COMPLETE, Stage.FAILED})
+"""Stages by which the API has fetched a task's input: its served file is no longer needed."""
 _UNAVAILABLE = _reject(503, "callback storage unavailable, retry later")
 _PROBE_RECEIVED = ReceiverResponse(200, {"status": "probe received"})
 _NOT_FOUND = _reject(404, "not a callback path")
@@ -250,6 +259,7 @@ class CallbackReceiver:
             )
             given = Secret(secrets.token_bytes(32))
         self._signer = TokenSigner(given)
+        self._secret = given
         self._webhook_key = as_secret(webhook_hmac_key, WEBHOOK_KEY_ENV)
         self.tolerance = tolerance
         self.max_body_size = max_body_size
@@ -286,6 +296,8 @@ class CallbackReceiver:
         self._in_flight = 0  # callback requests being received or handled right now
         self._seam_down = False
         self._rejections = RejectionLog()
+        self._files = FileServer(self._secret, self._rejections.refused)
+        self._files_prefix = f"{self.path}/files/"
         self._probes: dict[str, asyncio.Future[float]] = {}
         self._drained: asyncio.Event | None = None
 
@@ -390,11 +402,13 @@ class CallbackReceiver:
     def mount(
         self, app: web.Application, *, path: str | None = None, close_with_app: bool = True
     ) -> None:
-        """Add the callback route (``POST {path}/cb/{token}``) to an aiohttp application and
-        store this receiver as ``app[RECEIVER_KEY]``; the receiver closes with the app.
+        """Add the callback route (``POST {path}/cb/{token}``) and the served-file route
+        (``GET``/``HEAD {path}/files/{token}``) to an aiohttp application and store this
+        receiver as ``app[RECEIVER_KEY]``; the receiver closes with the app.
         ``addvocals_async.aiohttp.init_app(app, receiver)`` says the same."""
         prefix = (path if path is not None else self.path).rstrip("/")
         app.router.add_post(f"{prefix}/cb/{{token}}", self._aiohttp_handler)
+        app.router.add_get(f"{prefix}/files/{{token}}", self._mounted_file_handler)
         app[RECEIVER_KEY] = self
         if close_with_app:
 
@@ -436,6 +450,8 @@ class CallbackReceiver:
             token = request.match_info["token"]
         else:
             path = request.path
+            if path.startswith(self._files_prefix):
+                return await self._file_handler(request, path[len(self._files_prefix) :])
             prefix = self._callback_prefix
             token = path[len(prefix) :]
             if request.method != "POST" or not path.startswith(prefix) or "/" in token:
@@ -475,7 +491,7 @@ class CallbackReceiver:
                 if isinstance(checked, ReceiverResponse):
                     response = checked
                 elif publish_now is not None:  # the in-memory seam: the common, fast path
-                    response = self._answer(publish_now(checked), checked.event)
+                    response = self._answer(publish_now(checked), checked)
                 else:
                     response = await self._publish(checked)
         except ConnectionError:
@@ -492,6 +508,64 @@ class CallbackReceiver:
         if response is _RECEIVED:
             return web.Response(body=_RECEIVED_JSON, content_type="application/json")
         return web.json_response(response.body, status=response.status)
+
+    # ---------------------------------------------------------------- served files
+
+    def serve_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        expires_in: float = DEFAULT_SERVE_SECONDS,
+        task_ref: str | None = None,
+        max_bytes: int | None = None,
+    ) -> str:
+        """Serve a local audio file for the API to fetch; returns its URL, to pass as
+        ``upload_url``: ``{url}/files/{token}``, unguessable, under the receiver's public URL.
+
+        The file is checked first (exists, regular, at most ``max_bytes``, looks like
+        audio: ``LocalFileError`` otherwise) and served with ``GET``/``HEAD`` and byte
+        ranges until ``expires_in`` seconds have passed, or until the task whose callback
+        reference is ``task_ref`` reports ``first``, ``complete`` or a failure
+        (``add_vocals(audio=Path(...))`` sets it). Only this file is served under the
+        token, and only by this receiver: the table lives in this process.
+        """
+        if self._closed:
+            raise RuntimeError("the receiver is closed")
+        base = yarl.URL(self.url)  # no URL yet (not started, no public_url): nothing registered
+        token = self._files.register(
+            path, expires_in=expires_in, task_ref=task_ref, max_bytes=max_bytes
+        )
+        return str(base / "files" / token)
+
+    def stop_serving(self, url: str) -> bool:
+        """Stop serving the file of a ``serve_file`` URL; False when it was not served."""
+        return self._files.revoke(url.rstrip("/").rpartition("/")[2])
+
+    @property
+    def serving(self) -> int:
+        """How many files ``serve_file`` registered are still served."""
+        return len(self._files)
+
+    async def _mounted_file_handler(self, request: web.Request) -> web.StreamResponse:
+        return await self._file_handler(request, request.match_info["token"])
+
+    async def _file_handler(self, request: web.BaseRequest, token: str) -> web.StreamResponse:
+        guard, transport = self._guard, request.transport
+        if guard is not None:
+            guard.request_received(transport)  # a GET has no body: the request is here
+        try:
+            response = await self._files.respond(request, token)
+            if response.status in (200, 206):
+                self.stats.files_served += 1
+            elif response.status == 403:
+                self.stats.files_refused += 1
+            return response
+        except ConnectionError:
+            self.stats.disconnected += 1
+            return web.Response(status=400)
+        finally:
+            if guard is not None:
+                guard.response_made(transport)
 
     # ---------------------------------------------------------------- callback URLs
 
@@ -596,7 +670,7 @@ class CallbackReceiver:
             return checked
         publish_now = self._publish_now
         if publish_now is not None:  # the in-memory seam: no coroutine on the hot path
-            return self._answer(publish_now(checked), checked.event)
+            return self._answer(publish_now(checked), checked)
         return await self._publish(checked)
 
     async def _publish(self, delivery: Delivery) -> ReceiverResponse:
@@ -614,7 +688,7 @@ class CallbackReceiver:
         if self._seam_down:
             self._seam_down = False
             log.warning("the delivery seam is back: callbacks are stored again")
-        return self._answer(outcome, delivery.event)
+        return self._answer(outcome, delivery)
 
     def _log_unavailable(self, exc: Exception) -> None:
         if not self._seam_down:  # once per outage, not once per callback
@@ -650,13 +724,16 @@ class CallbackReceiver:
             return self._bad_body(str(exc))
         return Delivery(ref, event, len(body))
 
-    def _answer(self, outcome: DeliveryResult, event: CallbackEvent) -> ReceiverResponse:
+    def _answer(self, outcome: DeliveryResult, delivery: Delivery) -> ReceiverResponse:
+        event = delivery.event
         if outcome is DeliveryResult.MISMATCH:
             self.stats.rejected_mismatch += 1
             self._rejections.refused(
                 "task id does not match the callback URL", outside(event.task_id)
             )
             return _reject(403, "task id does not match the callback URL")
+        if self._files and event.stage in _INPUT_FETCHED:
+            self._files.task_moved_on(delivery.ref)
         if outcome is DeliveryResult.ACCEPTED:
             self.stats.accepted += 1
             if self.on_event is not None:

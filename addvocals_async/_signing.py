@@ -38,6 +38,9 @@ SIGNATURE_HEADER = "X-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Webhook-Timestamp"
 DEFAULT_TOLERANCE = 300.0
 _TOKEN_DOMAIN = b"addvocals-callback-token:"
+FILE_TOKEN_DOMAIN = b"addvocals-file-token:"
+"""The domain of the tokens in served-file URLs: the same scheme as callback tokens, keyed
+apart, so a callback token is no file token and a file token no callback token."""
 
 
 class Secret:
@@ -83,13 +86,13 @@ class TokenSigner:
 
     MIN_SECRET_BYTES = 16
 
-    def __init__(self, secret: Secret) -> None:
+    def __init__(self, secret: Secret, *, domain: bytes = _TOKEN_DOMAIN) -> None:
         if len(secret.reveal()) < self.MIN_SECRET_BYTES:
             raise ValueError(
                 f"the receiver secret must be at least {self.MIN_SECRET_BYTES} bytes long"
             )
         # Keyed once; every check copies it instead of redoing the key schedule.
-        self._keyed = hmac.new(secret.reveal(), _TOKEN_DOMAIN, hashlib.sha256)
+        self._keyed = hmac.new(secret.reveal(), domain, hashlib.sha256)
 
     def __repr__(self) -> str:
         return "TokenSigner(secret=***)"

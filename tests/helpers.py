@@ -12,6 +12,7 @@ import dataclasses
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -256,3 +257,28 @@ async def registered(
     if task_id is not None:
         state = await registry.bind(state, task_id)
     return state, fresh.url
+
+
+MP3_FRAME = b"\xff\xfb\x90\x64" + bytes(413)
+"""One MPEG-1 Layer III frame (128 kbit/s, 44.1 kHz: 417 bytes) of silence."""
+ID3_HEADER = b"ID3\x04\x00\x00\x00\x00\x00\x00"
+"""An empty ID3v2.4 tag: how most MP3 files start."""
+
+
+def mp3_bytes(size: int = 4_000) -> bytes:
+    """A small MP3 of about ``size`` bytes: an ID3 tag, then whole frames, then filler."""
+    frames = ID3_HEADER + MP3_FRAME * max(1, (size - len(ID3_HEADER)) // len(MP3_FRAME))
+    return (frames + bytes(max(0, size - len(frames))))[:size] if size >= 14 else frames
+
+
+def write_mp3(path: Path, size: int = 4_000) -> Path:
+    """Write an MP3 of exactly ``size`` bytes to ``path`` a megabyte at a time (a 50 MB
+    file is never held in memory here); returns ``path``."""
+    block = MP3_FRAME * (1024 * 1024 // len(MP3_FRAME))
+    with open(path, "wb") as out:
+        out.write(ID3_HEADER)
+        left = size - len(ID3_HEADER)
+        while left > 0:
+            out.write(block[:left])
+            left -= min(left, len(block))
+    return path

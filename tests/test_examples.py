@@ -119,3 +119,21 @@ async def test_other_framework(sim: Simulator) -> None:
     assert f"{task_id}: complete via Starlette, 2 tracks" in out
     assert all(d.status == 200 for d in sim.deliveries)
     assert len(sim.deliveries) == 3
+
+
+@pytest.mark.parametrize("provider", ["apibox", "kie"])
+async def test_from_local_file(provider: str) -> None:
+    """apibox: the receiver serves the file; kie: it goes to the upload API. Either way
+    the simulator fetched exactly the file the example was given."""
+    async with Simulator(
+        provider=provider, speed=1000, seed=3, details_rate_limit=NO_DETAILS_LIMIT
+    ) as sim:
+        out = await run_example(sim, "from_local_file.py", ADDVOCALS_PROVIDER=provider)
+        (task_id,) = submitted(sim)
+        task = sim.tasks[task_id]
+        how = "served from here" if provider == "apibox" else "uploaded to the provider"
+        assert f"task {task_id} submitted, the file {how}" in out
+        assert task.input_size is not None
+        assert task.input_size > 10_000
+        assert all(track.id in out for track in task.tracks)
+        assert len(sim.uploads) == (0 if provider == "apibox" else 1)

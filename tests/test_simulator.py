@@ -1058,6 +1058,7 @@ def test_public_surface() -> None:
         "SimTrack",
         "Simulator",
         "StageTimes",
+        "UploadedRecord",
         "oracle_signature",
         "serve_forever",
     }

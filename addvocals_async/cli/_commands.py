@@ -29,6 +29,7 @@ from ._output import (
     STAGE_WORDS,
     CLIError,
     Progress,
+    TransferBar,
     download_tracks,
     emit,
     follow,
@@ -45,6 +46,7 @@ __all__ = [
     "cmd_simulate",
     "cmd_status",
     "cmd_submit",
+    "cmd_upload",
     "cmd_wait",
 ]
 
@@ -140,11 +142,18 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
     }
     if args.model:
         fields["model"] = UncheckedModel(args.model) if args.allow_unknown_model else args.model
+    if (args.upload or args.serve_file) and not args.file:
+        raise CLIError("--upload and --serve-file say how to send a --file: give one")
     if receiver is not None and args.wait:
         await receiver.start()
     try:
         async with _client(args, receiver) as client:
+            if args.file:
+                fields.update(_file_fields(args, client, receiver))
             task = await client.add_vocals(**fields)
+            progress_done = fields.get("upload_progress")
+            if isinstance(progress_done, TransferBar):
+                progress_done.progress.done()
             out.write(f"{task.task_id}\n" if args.json else f"task id: {task.task_id}\n")
             out.flush()
             if not args.wait:
@@ -157,6 +166,65 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         if receiver is not None:
             await receiver.aclose()
+
+
+def _file_fields(
+    args: argparse.Namespace, client: AddVocalsClient, receiver: CallbackReceiver | None
+) -> dict[str, Any]:
+    """``add_vocals`` arguments for ``--file``: the provider's upload when it has one (or
+    ``--upload``), else (or with ``--serve-file``) the receiver serves it, which needs the
+    receiver up until the API has fetched it: ``--wait`` and a receiver."""
+    path = Path(args.file)
+    via = "serve" if args.serve_file else "upload" if args.upload else "auto"
+    if via == "auto":
+        via = "upload" if client.profile.can_upload else "serve"
+    if via == "serve" and (receiver is None or not args.wait):
+        why = (
+            f"the {client.profile.name} provider has no upload API, so the file is "
+            if not args.serve_file
+            else "--serve-file: the file is "
+        )
+        raise CLIError(
+            why + "served from this machine until the API fetches it: add --wait and "
+            "--receiver-port PORT (and --public-url URL when the API cannot reach this machine)"
+        )
+    fields: dict[str, Any] = {"upload_url": None, "audio": path, "audio_via": via}
+    if via == "upload":
+        fields["upload_progress"] = TransferBar(
+            Progress(sys.stderr, quiet=args.json), f"uploading {path.name}"
+        )
+    return fields
+
+
+async def cmd_upload(args: argparse.Namespace, out: TextIO) -> int:
+    """Upload a file (or a URL) to the provider's file host; print the URL to submit."""
+    source: str = args.path
+    async with _client(args) as client:
+        if source.lower().startswith(("http://", "https://")):
+            uploaded = await client.upload_from_url(source, file_name=args.name)
+        else:
+            progress = Progress(sys.stderr, quiet=args.json)
+            bar = TransferBar(progress, f"uploading {Path(source).name}")
+            try:
+                uploaded = await client.upload(Path(source), args.name, progress=bar)
+            finally:
+                progress.done()
+    expires = uploaded.expires_at.isoformat() if uploaded.expires_at else None
+    if args.json:
+        record = {
+            "url": uploaded.url,
+            "file_url": uploaded.file_url,
+            "download_url": uploaded.download_url,
+            "expires_at": expires,
+            "size": uploaded.size,
+            "mime_type": uploaded.mime_type,
+        }
+        out.write(json.dumps(record) + "\n")
+    else:
+        out.write(f"{uploaded.url}\n")
+        if expires:
+            sys.stderr.write(f"expires {expires}: submit with --upload-url before then\n")
+    return EXIT_OK
 
 
 async def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:

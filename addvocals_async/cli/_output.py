@@ -8,7 +8,8 @@ Exit codes:
     1  unexpected error           5  a wait timed out
     2  invalid input or usage     6  network trouble (API unreachable, connection lost)
     3  the API refused            7  local files (cannot create or write --out: a
-                                     missing or read-only folder, a full disk)
+                                     missing or read-only folder, a full disk; a --file
+                                     that is missing, too large or not audio)
                                   130 interrupted (Ctrl-C)
 """
 
@@ -29,6 +30,7 @@ from .. import (
     AddVocalsError,
     APIConnectionError,
     APIError,
+    LocalFileError,
     ReceiverClosedError,
     RequestValidationError,
     Stage,
@@ -36,6 +38,7 @@ from .. import (
     TaskResult,
     TaskTimeoutError,
     Track,
+    UploadUnavailableError,
     VocalTask,
 )
 
@@ -52,11 +55,13 @@ __all__ = [
     "STAGE_WORDS",
     "CLIError",
     "Progress",
+    "TransferBar",
     "describe",
     "download_tracks",
     "emit",
     "exit_code",
     "follow",
+    "format_transfer",
     "local_files",
     "track_json",
 ]
@@ -152,6 +157,47 @@ class Progress:
             self._last = ""
 
 
+def _size(count: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count:.0f} B"
+
+
+def format_transfer(name: str, done: int, total: int | None, seconds: float) -> str:
+    """One progress line of an upload or download: a bar and percentage when the total
+    is known, the bytes, the rate and the time left."""
+    rate = done / seconds if seconds > 0 else 0.0
+    speed = f"{_size(rate)}/s" if rate else "-"
+    if not total:
+        return f"{name} {_size(done)}  {speed}"
+    width = 24
+    share = min(1.0, done / total)
+    bar = "#" * int(width * share) + "-" * (width - int(width * share))
+    left = (total - done) / rate if rate and done < total else 0.0
+    eta = f"ETA {left:.0f}s" if done < total and rate else ("done" if done >= total else "ETA ?")
+    return f"{name} [{bar}] {share * 100:3.0f}%  {_size(done)}/{_size(total)}  {speed}  {eta}"
+
+
+class TransferBar:
+    """``progress(done, total)`` for ``client.upload`` and ``client.download``: a bar with
+    bytes, rate and ETA, redrawn at most ten times a second, on a terminal only (quiet in
+    pipes and logs)."""
+
+    def __init__(self, progress: Progress, name: str) -> None:
+        self.progress = progress
+        self.name = name
+        self.started = time.monotonic()
+        self._drawn = 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if not self.progress.live or (now - self._drawn < 0.1 and done != total):
+            return
+        self._drawn = now
+        self.progress.redraw(format_transfer(self.name, done, total, now - self.started))
+
+
 # ---------------------------------------------------------------- results
 
 
@@ -231,17 +277,7 @@ async def download_tracks(
     for track in tracks:
         kinds = ["audio", "image"] if images and track.image_url else ["audio"]
         for kind in kinds:
-            name = f"{track.id} {kind}"
-
-            def report(received: int, total: int | None, name: str = name) -> None:
-                if total:
-                    width = 24
-                    filled = int(width * received / total)
-                    bar = "#" * filled + "-" * (width - filled)
-                    progress.redraw(f"{name} [{bar}] {received * 100 // total:3d}%")
-                else:
-                    progress.redraw(f"{name} {received} bytes")
-
+            report = TransferBar(progress, f"{track.id} {kind}")
             with local_files(dest):
                 path = await client.download(
                     track, dest, kind=kind, overwrite=overwrite, progress=report
@@ -257,6 +293,10 @@ async def download_tracks(
 
 def exit_code(exc: BaseException) -> int:
     """The exit code that says what went wrong (see the table above)."""
+    if isinstance(exc, LocalFileError):
+        return EXIT_FILES
+    if isinstance(exc, UploadUnavailableError):
+        return EXIT_USAGE
     if isinstance(exc, (RequestValidationError, CLIError)):
         return exc.code if isinstance(exc, CLIError) else EXIT_USAGE
     if isinstance(exc, TaskFailedError):
@@ -282,6 +322,12 @@ def describe(exc: BaseException) -> str:
         return (
             f"task {exc.task_id} is not complete{after} (it may still finish); "
             f"resume with: addvocals wait {exc.task_id}"
+        )
+    if isinstance(exc, UploadUnavailableError):
+        return (
+            f"the {exc.provider} provider has no upload API: serve the file from here with "
+            "--serve-file --wait --receiver-port PORT (and --public-url URL when the API "
+            "cannot reach this machine)"
         )
     if _refuses_overwrite(exc):
         # The SDK's refusal to overwrite: "<path> exists; pass overwrite=True ..."

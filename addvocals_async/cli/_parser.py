@@ -17,6 +17,7 @@ from ._commands import (
     cmd_simulate,
     cmd_status,
     cmd_submit,
+    cmd_upload,
     cmd_wait,
 )
 
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Add AI vocals to an instrumental with the Add Vocals API.",
         epilog="Try it without an account: addvocals demo. Exit codes: 0 ok, 1 unexpected, "
         "2 invalid input, 3 API error, 4 task failed, 5 timeout, 6 network, "
-        "7 local files (cannot write --out), 130 interrupted.",
+        "7 local files (cannot write --out, --file missing or not audio), 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"addvocals {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -170,7 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="submit an instrumental for vocals",
         description="Submit an instrumental; prints the task id first.",
     )
-    p.add_argument("--upload-url", required=True, help="public URL of the instrumental (MP3, WAV)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--upload-url", help="public URL of the instrumental (MP3, WAV)")
+    source.add_argument(
+        "--file",
+        metavar="PATH",
+        help="a local instrumental (MP3, WAV, FLAC, OGG, M4A, up to 100 MB): uploaded to the "
+        "provider (sunoapi, kie), or served from the receiver (apibox; needs --wait and "
+        "--receiver-port/--public-url)",
+    )
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--upload", action="store_true", help="with --file: use the provider's upload API"
+    )
+    how.add_argument(
+        "--serve-file",
+        action="store_true",
+        help="with --file: serve it from the receiver until the API has fetched it",
+    )
     p.add_argument("--prompt", required=True, help="what the vocals should sing and how")
     p.add_argument("--title", required=True, help="the song title")
     p.add_argument("--style", required=True, help='genre and vocal approach, e.g. "Neo Soul"')
@@ -260,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser(
+        "upload",
+        help="upload an instrumental to the provider's file host and print its URL",
+        description="Upload a local file (or have the host fetch a URL) with the provider's "
+        "upload API (sunoapi, kie; free) and print the URL to pass as --upload-url. It "
+        "expires: 3 days on sunoapi, 24 hours on kie.",
+    )
+    p.add_argument("path", metavar="PATH_OR_URL", help="a local audio file, or an http(s) URL")
+    p.add_argument("--name", help="the file name on the host (default: the file's own)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_api_options(p)
+    p.set_defaults(func=cmd_upload)
 
     add_simulate_command(sub)
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ._records import Delivery, RecordedRequest, SimTask, SimTrack
     from ._scenarios import SCENARIOS, StageTimes
     from ._simulator import Simulator, serve_forever
+    from ._uploads import UploadedRecord
     from ._wire import oracle_signature
 
 # Imported on first use: pytest loads this package's plugin in every session of every
@@ -39,6 +40,7 @@ _WHERE = {
     "StageTimes": "_scenarios",
     "Simulator": "_simulator",
     "serve_forever": "_simulator",
+    "UploadedRecord": "_uploads",
     "oracle_signature": "_wire",
 }
 
@@ -64,6 +66,7 @@ __all__ = [
     "SimTrack",
     "Simulator",
     "StageTimes",
+    "UploadedRecord",
     "oracle_signature",
     "serve_forever",
 ]

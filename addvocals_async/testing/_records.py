@@ -116,3 +116,8 @@ class SimTask:
     error_message: str | None = None
     finished: bool = False
     details_answered: int = 0
+    input_size: int | None = None
+    """Bytes the simulator fetched from ``uploadUrl`` (loopback URLs only), or ``None``."""
+    input_sha256: str | None = None
+    input_error: str | None = None
+    """Why fetching ``uploadUrl`` failed, when it did."""

@@ -1,4 +1,5 @@
-"""The simulated API's HTTP side: submit, record-info, credits and the files it hands out.
+"""The simulated API's HTTP side: submit, record-info, credits, the upload host (sunoapi,
+kie) and the files it hands out.
 
 Every request is recorded before it is routed and its answer after, so a test sees a
 request that is still hanging. Each endpoint answers the provider's envelope with its own
@@ -19,10 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ._lifecycle import Lifecycle
+from ._lifecycle import Choice, Lifecycle
 from ._media import jpeg_bytes, mp3_bytes
 from ._records import RecordedRequest
 from ._state import Background, SimState
+from ._uploads import FetchResult, UploadHost, is_loopback_url
 from ._wire import details_data, dialect_for, envelope, validate_submit
 
 __all__ = ["ApiRoutes"]
@@ -56,9 +58,16 @@ class ApiRoutes:
     """
 
     def __init__(
-        self, state: SimState, background: Background, lifecycle: Lifecycle, *, api_key: str
+        self,
+        state: SimState,
+        background: Background,
+        lifecycle: Lifecycle,
+        uploads: UploadHost,
+        *,
+        api_key: str,
     ) -> None:
         self._state = state
+        self._uploads = uploads
         self._background = background
         self._lifecycle = lifecycle
         self._api_key = api_key
@@ -74,6 +83,8 @@ class ApiRoutes:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Record the request, route it, record the answer."""
+        if request.method == "POST" and self._is_upload(request.path):
+            return await self._upload(request)  # streamed: never read whole here
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -127,6 +138,8 @@ class ApiRoutes:
         path = request.path
         if path.startswith("/files/"):
             return self._serve_file(request, path)
+        if path.startswith("/uploads/"):
+            return self._uploads.serve(request)
         if path.startswith("/upstream/"):
             # Source URLs point at the upstream CDN, which in real traffic often refuses.
             return web.Response(status=403, text=_UPSTREAM_403, content_type="application/xml")
@@ -179,8 +192,19 @@ class ApiRoutes:
             return self._answer(rec, dialect.rate_limited)
         if state.credits < state.task_cost:
             return self._answer(rec, dialect.no_credits)
+        fetched = await self._fetch_input(str(body["uploadUrl"]))
+        if fetched is not None and fetched.error is not None:
+            message = f"Could not download the file at uploadUrl: {fetched.error}"
+            if dialect.sync_upload_error:  # kie: refused at once, nothing created
+                return self._answer(rec, 451, message)
+            lifecycle.consume(choice, rejected=False)
+            choice = Choice("upload_unreachable", {"error_message": message}, None)
         lifecycle.consume(choice, rejected=False)
         task = lifecycle.create_task(body, choice)
+        if fetched is not None:
+            task.input_size = fetched.size if fetched.error is None else None
+            task.input_sha256 = fetched.sha256 or None
+            task.input_error = fetched.error
         state.credits -= state.task_cost
         self._creates.append(time.monotonic())
         rec.task_id = task.task_id
@@ -201,6 +225,41 @@ class ApiRoutes:
             if closing.is_set():
                 return None
         return self._answer(rec, 200, data={"taskId": task.task_id})
+
+    async def _fetch_input(self, url: str) -> FetchResult | None:
+        """Fetch ``uploadUrl`` as the API would, when it is on loopback and fetching is on;
+        ``None`` when it is not fetched."""
+        if not self._state.fetch_upload_url or not is_loopback_url(url):
+            return None
+        return await self._uploads.fetch(url)
+
+    # ------------------------------------------------------------------------- uploads
+
+    def _is_upload(self, path: str) -> bool:
+        return self._state.profile.can_upload and path in self._uploads.paths()
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        rec = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers={str(k): v for k, v in request.headers.items()},
+            json=None,
+            at=time.monotonic(),
+        )
+        self._state.requests.append(rec)
+        if self._state.maintenance:
+            code, msg, data = 455, None, None
+        elif not self._authorized(request):
+            code, msg, data = 401, self._dialect.unauthorized_msg, None
+        else:
+            code, msg, data = await self._uploads.handle(request)
+        body = envelope(code, msg, data)
+        if code == 200:
+            body["success"] = True
+        http_status = 200 if code == 200 or self._state.error_status == "ok" else code
+        rec.code, rec.status = code, http_status
+        return web.json_response(body, status=http_status)
 
     # ------------------------------------------------------------------ details, files
 

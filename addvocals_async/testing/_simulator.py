@@ -36,6 +36,7 @@ from ._routes import ApiRoutes
 from ._scenarios import StageTimes
 from ._sender import CallbackSender
 from ._state import Background, SimState, logger
+from ._uploads import UploadedRecord, UploadHost
 from ._wire import CreateTimeMode
 
 __all__ = ["Simulator", "serve_forever", "serve_until"]
@@ -107,6 +108,14 @@ class Simulator:
     - ``allow_remote_callbacks``: deliver to hosts other than loopback. Off by default so
       that a test submitting ``https://hooks.example.com/...`` sends nothing anywhere;
       such attempts are recorded as failed deliveries instead.
+    - ``fetch_upload_url``: fetch each submit's ``uploadUrl`` when it is on loopback (a
+      receiver's ``serve_file``, a file uploaded here), as the real API fetches it, and
+      fail the task the provider's way when that fails (kie: the submit answers 451;
+      apibox, sunoapi: an error callback 451). Other hosts are never fetched. On by
+      default; ``SimTask.input_size``/``input_error`` say what the fetch found.
+
+    sunoapi and kie also get the upload host's three routes (API-SPEC §7) on the same
+    port; ``uploads`` holds what was uploaded, ``fail_uploads(code)`` queues failures.
 
     The other keywords are attributes of the same name (``scenario`` as
     ``default_scenario``) that can be changed at any time and take effect on the next
@@ -134,6 +143,7 @@ class Simulator:
     hang_seconds: _Shared[float] = _Shared()
     allow_remote_callbacks: _Shared[bool] = _Shared()
     maintenance: _Shared[bool] = _Shared()
+    fetch_upload_url: _Shared[bool] = _Shared()
     requests: _Shared[list[RecordedRequest]] = _Shared()
     """Every request received, in arrival order."""
     deliveries: _Shared[list[Delivery]] = _Shared()
@@ -170,6 +180,7 @@ class Simulator:
         include_source_fields: bool | None = None,
         hang_seconds: float = 30.0,
         allow_remote_callbacks: bool = False,
+        fetch_upload_url: bool = True,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -207,6 +218,7 @@ class Simulator:
             include_source_fields=include_source_fields,
             hang_seconds=hang_seconds,
             allow_remote_callbacks=allow_remote_callbacks,
+            fetch_upload_url=fetch_upload_url,
         )
         self._background = Background()
         self._sender = CallbackSender(self._state, self._background, hmac_key=webhook_hmac_key)
@@ -218,8 +230,9 @@ class Simulator:
             scenario=scenario,
             mix=mix or {},
         )
+        self._uploads = UploadHost(self._state)
         self._routes = ApiRoutes(
-            self._state, self._background, self._lifecycle, api_key=self._api_key
+            self._state, self._background, self._lifecycle, self._uploads, api_key=self._api_key
         )
         self._runner: web.AppRunner | None = None
 
@@ -297,6 +310,7 @@ class Simulator:
         if self._background.closed:
             raise RuntimeError("a closed simulator cannot be restarted")
         self._sender.open()
+        self._uploads.open()
         app = self._routes.application()
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
@@ -319,6 +333,7 @@ class Simulator:
         if self._runner is not None:
             await self._runner.cleanup()
         await self._sender.close()
+        await self._uploads.close()
 
     async def __aenter__(self) -> Simulator:
         await self.start()
@@ -383,6 +398,15 @@ class Simulator:
     def callback_types(self, task_id: str) -> list[str]:
         """The ``callbackType`` of each first attempt for ``task_id``, in sending order."""
         return [d.callback_type for d in self.deliveries_for(task_id) if d.attempt == 0]
+
+    @property
+    def uploads(self) -> dict[str, UploadedRecord]:
+        """Every file uploaded to the simulated upload host, by ``fileId``."""
+        return self._uploads.files
+
+    def fail_uploads(self, code: int = 500, times: int = 1) -> None:
+        """Answer the next ``times`` upload requests with ``code`` (400, 401, 405, 500)."""
+        self._uploads.faults.extend([code] * times)
 
     def __repr__(self) -> str:
         base_url = self._state.base_url

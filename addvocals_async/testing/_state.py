@@ -53,6 +53,7 @@ class SimState:
     include_source_fields: bool
     hang_seconds: float
     allow_remote_callbacks: bool
+    fetch_upload_url: bool = True
     maintenance: bool = False
     base_url: yarl.URL | None = None
     requests: list[RecordedRequest] = attrs.Factory(list)

@@ -4,6 +4,7 @@ the types users rely on."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from addvocals_async import (
     APIConnectionError,
     CallbackEvent,
     CallbackReceiver,
+    LocalFileError,
     PollPolicy,
     ReceiverResponse,
     RetryPolicy,
@@ -25,6 +27,8 @@ from addvocals_async import (
     TaskTimeoutError,
     Track,
     UncheckedModel,
+    UploadedFile,
+    UploadUnavailableError,
     VocalTask,
     verify_signature,
 )
@@ -78,3 +82,27 @@ async def elsewhere(receiver: CallbackReceiver, app: web.Application) -> None:
     status: int = answer.status
     verify_signature({"data": {"task_id": "t"}}, {"X-Webhook-Timestamp": "1"}, "key")
     del status
+
+
+async def local_files(client: AddVocalsClient, receiver: CallbackReceiver) -> None:
+    uploaded: UploadedFile = await client.upload(Path("beat.mp3"), "beat.mp3")
+    from_bytes: UploadedFile = await client.upload(b"ID3", progress=lambda sent, total: None)
+    with open("beat.mp3", "rb") as file:  # noqa: ASYNC230 - a file object is the point
+        from_file: UploadedFile = await client.upload(file)
+    fetched: UploadedFile = await client.upload_from_url("https://cdn.example.org/a.mp3")
+    url: str = uploaded.url
+    expires: datetime | None = uploaded.expires_at
+    served: str = receiver.serve_file(Path("beat.mp3"), expires_in=600)
+    task: VocalTask = await client.add_vocals(
+        audio=Path("beat.mp3"), audio_via="serve", prompt="p", title="t", style="s",
+        negative_tags="n",
+    )  # fmt: skip
+    try:
+        await client.upload(Path("x"))
+    except LocalFileError as exc:
+        reason: str = exc.reason
+        del reason
+    except UploadUnavailableError as exc:
+        provider: str = exc.provider
+        del provider
+    del from_bytes, from_file, fetched, url, expires, served, task
