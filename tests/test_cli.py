@@ -276,6 +276,9 @@ _HELP_OPTIONS = {
         "--api-key",
         "--base-url",
         "--provider",
+        "--file",
+        "--upload",
+        "--serve-file",
         "ADDVOCALS_API_KEY",
     ],
     "wait": [
@@ -292,6 +295,7 @@ _HELP_OPTIONS = {
     "serve": ["--host", "--port", "--public-url", "--secret", "ADDVOCALS_RECEIVER_SECRET"],
     "simulate": ["--host", "--port", "--api-key", "--provider", "--speed", "--scenario", "--seed"],
     "demo": ["--out", "--speed"],
+    "upload": ["PATH_OR_URL", "--name", "--json", "--api-key", "--base-url", "--provider"],
 }
 
 
