@@ -879,6 +879,8 @@ class RedisPendingStore:
 
     async def _call(self, command: Any) -> Any:
         if self._closed:
+            if asyncio.iscoroutine(command):
+                command.close()  # made, never to be sent
             raise RuntimeError("this pending store is closed")
         try:
             return await command
@@ -917,7 +919,12 @@ class RedisPendingStore:
 
     async def pending(self) -> list[PendingSubmit]:
         oldest = time.time() - self.max_age
-        await self._call(self._redis.zremrangebyscore(self._index, "-inf", f"({oldest}"))
+        expired = await self._call(self._redis.zrangebyscore(self._index, "-inf", f"({oldest}"))
+        if expired:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self._index, *expired)
+                pipe.delete(*(self.record_key(_text(ref)) for ref in expired))
+                await self._call(pipe.execute())
         refs = [_text(ref) for ref in await self._call(self._redis.zrange(self._index, 0, -1))]
         records: list[PendingSubmit] = []
         gone: list[str] = []
