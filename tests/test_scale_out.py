@@ -206,3 +206,41 @@ async def test_a_worker_killed_mid_flight_resumes_every_task(cluster: Cluster) -
         check_resolved(results)
         assert len(sim.submits()) == 12  # found, not paid for twice
     await nothing_left(cluster.redis_url, cluster.prefix, killed=True)
+
+
+@pytest.mark.slow
+async def test_redis_stopped_and_restarted_under_the_whole_cluster(tmp_path: Path) -> None:
+    """Redis away for 2 s while two workers await 20 tasks through three receivers: the
+    receivers answer 503 and the sender retries, the workers poll meanwhile, every task
+    completes once, and each process says "lost" and "back" once."""
+    with RedisServer() as server:
+        cluster = Cluster(server.url, "outage:", tmp_path)
+        times = StageTimes(text=300.0, first=1500.0, complete=3000.0)
+        try:
+            async with Simulator(
+                speed=1000, seed=13, stage_times=times, rate_limit=None,
+                details_rate_limit=NO_DETAILS_LIMIT, retry_delays=(300.0, 600.0, 1200.0, 2400.0),
+                min_callback_timeout=2.0,
+            ) as sim:  # fmt: skip
+                await cluster.start(sim)
+                workers = [await cluster.worker(sim, f"w{n}", "--tasks", "10") for n in range(2)]
+                for worker in workers:
+                    assert worker.stdout is not None
+                    line = await asyncio.wait_for(worker.stdout.readline(), 20)
+                    assert json.loads(line) == {"submitted": 10}
+                server.stop()
+                await asyncio.sleep(2.0)
+                server.start()
+                outputs = await asyncio.gather(*(lines_of(w, 30) for w in workers))
+                seen = sorted(r["task_id"] for out in outputs for r in out if "task_id" in r)
+                assert seen == sorted(sim.tasks)
+                assert {r["stages"][-1] for out in outputs for r in out} == {"complete"}
+        finally:
+            await cluster.stop()
+    for n in range(2):
+        text = (tmp_path / f"worker-w{n}.err").read_text()
+        assert text.count("lost Redis") == 1, text
+        assert text.count("is back") == 1, text
+    unavailable = [(tmp_path / f"receiver-{n}.err").read_text() for n in range(3)]
+    assert sum(text.count("seam is unavailable") for text in unavailable) >= 1
+    assert all(text.count("seam is unavailable") <= 1 for text in unavailable), unavailable
