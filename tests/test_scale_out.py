@@ -81,7 +81,7 @@ class Cluster:
     async def worker(self, sim: Simulator, name: str, *args: str) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
             sys.executable, str(EXAMPLE / "worker.py"), self.redis_url, self.public_url,
-            "--name", name, "--prefix", self.prefix, "--grace", "600", *args,
+            "--name", name, "--prefix", self.prefix, "--grace", "3000", *args,
             env=self.env(sim), stdout=asyncio.subprocess.PIPE,
             stderr=self.tmp.joinpath(f"worker-{name}.err").open("ab"),
         )  # fmt: skip
