@@ -58,7 +58,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoScriptError, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -89,7 +89,8 @@ DEFAULT_PREFIX = "addvocals:"
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # KEYS: claim, events, feed, seq, home, watch by task, watch by ref.  ARGV: task id, ref,
-# callback type, body, ttl, events per task, feed length.  Returns {"mismatch"},
+# callback type, body.  TTL, PER_TASK and FEED are the backend's settings, written into its
+# copy of the script (fewer arguments to send with every callback).  Returns {"mismatch"},
 # {"duplicate"} or {"stored", sid, fresh claim (0/1), awaited anywhere (0/1)}.
 #
 # Nothing is written before every check has passed: a refused callback claims nothing.
@@ -110,15 +111,15 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
     return {'duplicate'}
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[5])
-local sid = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], '*',
+redis.call('SET', KEYS[1], ARGV[1], 'EX', TTL)
+local sid = redis.call('XADD', KEYS[2], 'MAXLEN', PER_TASK, '*',
   'mark', mark, 'ref', ARGV[2], 'body', ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[2], TTL)
 local n = redis.call('INCR', KEYS[4])
-redis.call('EXPIRE', KEYS[4], ARGV[5])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*',
+redis.call('EXPIRE', KEYS[4], TTL)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', FEED, '*',
   'task', ARGV[1], 'sid', sid, 'ref', ARGV[2], 'n', n, 'body', ARGV[4])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[3], TTL)
 local awaited = redis.call('EXISTS', KEYS[6], KEYS[7])
 return {'stored', sid, owner and 0 or 1, awaited > 0 and 1 or 0}
 """
@@ -273,8 +274,15 @@ class RedisBackend:
         self.block = block
         self.reconnect_max = reconnect_max
         self._wire = wire_format or wire
-        self._publish_script = self._redis.register_script(_PUBLISH)
+        self._publish_source = (
+            _PUBLISH.replace("TTL", str(int(ttl)))
+            .replace("PER_TASK", str(events_per_task))
+            .replace("FEED", str(feed_length))
+        )
+        self._publish_script = self._redis.register_script(self._publish_source)
         self._unclaim_script = self._redis.register_script(_UNCLAIM)
+        self._batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
         self._no_key = f"{prefix}none"  # never written: the undo keeps a claim it did not make
         self._token = secrets.token_hex(8)  # this process's name in the registrations
         self.lease = max(3.0, min(float(self.ttl), lease))
@@ -369,10 +377,14 @@ class RedisBackend:
         if self._closed:
             raise DeliveryUnavailableError("the Redis delivery backend is closed")
         event = delivery.event
-        body = json.dumps(self._wire.unstructure_callback(event), separators=(",", ":"))
+        body: bytes | str = (
+            delivery.body  # as received: already JSON the receiver parsed
+            if delivery.body is not None
+            else json.dumps(self._wire.unstructure_callback(event), separators=(",", ":"))
+        )
         answer = await self._call(
-            self._publish_script(
-                keys=[
+            self._publish_batched(
+                (
                     self.claim_key(delivery.ref),
                     self.events_key(event.task_id),
                     self._feed_key,
@@ -380,16 +392,11 @@ class RedisBackend:
                     self.home_key(event.task_id),
                     self.watch_key(("task", event.task_id)),
                     self.watch_key(("ref", delivery.ref)),
-                ],
-                args=[
                     event.task_id,
                     delivery.ref,
                     event.callback_type,
                     body,
-                    self.ttl,
-                    self.events_per_task,
-                    self.feed_length,
-                ],
+                )
             )
         )
         outcome = _text(answer[0])
@@ -505,6 +512,58 @@ class RedisBackend:
 
     # ---------------------------------------------------------------- internals
 
+    def _publish_batched(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """The publish script for ``args`` (its 7 keys, then its arguments), sent with every
+        other publish made meanwhile in one pipeline: under load, one connection, one write
+        and one read for a burst of callbacks instead of one each."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._batch.append((args, future))
+        if len(self._batch) == 1:
+            asyncio.get_running_loop().call_soon(self._start_flush)
+        return future
+
+    def _start_flush(self) -> None:
+        batch, self._batch = self._batch, []
+        task = asyncio.get_running_loop().create_task(self._flush(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        sha = self._publish_script.sha
+        try:
+            answers = await self._evalsha_all(sha, batch)
+            if any(isinstance(a, NoScriptError) for a in answers):
+                # A restarted (or flushed) server forgot the script: load it, send again.
+                await self._redis.script_load(self._publish_source)
+                answers = await self._evalsha_all(sha, batch)
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), answer in zip(batch, answers, strict=True):
+            if future.done():
+                continue
+            if isinstance(answer, BaseException):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+    async def _evalsha_all(
+        self, sha: str, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        if len(batch) == 1:
+            try:
+                return [await self._redis.evalsha(sha, 7, *batch[0][0])]
+            except NoScriptError as exc:
+                return [exc]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for args, _ in batch:
+                pipe.evalsha(sha, 7, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
     async def _call(self, command: Any) -> Any:
         """Await a redis-py command; Redis being away becomes ``DeliveryUnavailableError``
         naming the URL without its password."""
@@ -573,8 +632,8 @@ class RedisBackend:
 
     def _decode(self, entry: _Entry) -> Delivery | None:
         try:
-            event = self._wire.structure_callback(json.loads(entry.body))
-        except ValueError:
+            event = self._wire.structure_callback(parse_json(entry.body))
+        except ValueError:  # CallbackParseError included
             log.warning("skipped an unreadable stored callback of task %s", entry.task_id)
             return None
         return Delivery(entry.ref, event)
