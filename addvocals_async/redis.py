@@ -26,9 +26,20 @@ How it keeps the seam's rules (``addvocals_async._delivery``), with every key un
   feed's entries so that a process that fell behind the cap sees the gap and re-reads the
   streams of the tasks it awaits.
 
-``publish`` is one Lua script (claim check, de-duplication, both ``XADD``, the TTLs): atomic,
-one round trip. When this process awaits the task itself the delivery is also applied at
-once, without waiting for the feed.
+- ``{prefix}home:{task_id}``: the URL reference the submit's answer gave the task; a
+  callback naming the task through any other URL is refused (and claims nothing).
+- ``{prefix}watch:task:{task_id}`` / ``{prefix}watch:ref:{ref}``: which processes await a
+  task or URL (a set of process tokens, leased for ``lease`` seconds and renewed), so a
+  receiver anywhere can tell a callback somebody awaits from an orphan (``on_unclaimed``).
+
+``publish`` is one Lua script (claim and home checks, de-duplication, both ``XADD``, the
+TTLs): atomic, nothing written unless every check passed; callbacks published at the same
+moment share one pipeline. When this process awaits the task itself the delivery is also
+applied at once, without waiting for the feed.
+
+Companions on the same Redis and prefix: ``RedisPendingStore`` (``backend.pending_store``)
+and ``RedisSubmitThrottle`` (``backend.submit_throttle``), the account's submit rate shared
+by every process.
 
 When Redis goes away, ``publish`` raises ``DeliveryUnavailableError`` (the receiver answers
 503, the sender retries later), subscribers are told ``seam_available(False)`` (their
