@@ -319,7 +319,8 @@ class InMemoryBackend:
             # kilobytes is not worth keeping: the awaiting task's poll covers both.
             return DeliveryResult.IGNORED
         # Kept parsed; the raw body too would only double what an orphan costs.
-        self._kept.keep(delivery._replace(body=None), per_task=self._orphan_cap)
+        kept = Delivery(delivery.ref, delivery.event, delivery.size)
+        self._kept.keep(kept, per_task=self._orphan_cap)
         return DeliveryResult.ORPHANED
 
     def subscribe(
