@@ -50,7 +50,7 @@ class Cluster:
         }
 
     async def start(self, sim: Simulator, receivers: int = 3) -> None:
-        urls = [await self._receiver(sim, n) for n in range(receivers)]
+        urls = await asyncio.gather(*(self._receiver(sim, n) for n in range(receivers)))
         proxy = await asyncio.create_subprocess_exec(
             sys.executable, str(EXAMPLE / "proxy.py"), "0", *urls,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -129,12 +129,13 @@ async def nothing_left(redis_url: str, prefix: str, *, killed: bool = False) -> 
     one ``killed``: its registrations end with their lease, two minutes at most)."""
     async with aioredis.Redis.from_url(redis_url) as raw:
         keys = [key.decode() async for key in raw.scan_iter(match=f"{prefix}*", count=1000)]
-        ttls = {key: await raw.ttl(key) for key in keys}
-    assert all(ttl > 0 for ttl in ttls.values()), {k: t for k, t in ttls.items() if t <= 0}
+        ttls = {key: await raw.pttl(key) for key in keys}
+    # -1: a key without expiry (-2: it expired between SCAN and PTTL, as it should).
+    assert all(ttl != -1 for ttl in ttls.values()), {k: t for k, t in ttls.items() if t == -1}
     kinds = {key.removeprefix(prefix).split(":")[0] for key in keys}
     assert kinds <= {"claim", "home", "events", "feed", "seq", "throttle", "watch"}, kinds
     leased = [ttl for key, ttl in ttls.items() if key.startswith(f"{prefix}watch:")]
-    assert not leased if not killed else max(leased) <= 120, leased
+    assert not leased if not killed else max(leased) <= 120_000, leased
 
 
 async def run_cluster(cluster: Cluster, tasks: int, workers: int, timeout: float) -> None:
