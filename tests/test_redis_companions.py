@@ -12,6 +12,7 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -287,3 +288,25 @@ async def test_cli_redis_unreachable_exits_6_without_the_password() -> None:
     )  # fmt: skip
     assert code == 6, err
     assert PASSWORD not in err
+
+
+# ------------------------------------------------------------------------- CI
+
+
+@pytest.mark.slow
+async def test_under_ci_the_redis_tests_fail_rather_than_skip(tmp_path: Path) -> None:
+    """Without a redis-server on PATH, a Redis test skips on a laptop but fails under CI."""
+    tests = Path(__file__).resolve().parent
+    test = f"{tests / 'test_redis.py'}::test_the_senders_retries_are_stored_once"
+    no_redis = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    no_redis.pop("CI", None)
+    for ci, expected in ((None, 0), ("1", 1)):
+        env = {**no_redis, **({"CI": ci} if ci else {})}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+            "--rootdir", str(tests.parent), test,
+            env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == expected, out.decode()
+        assert ("CI is set" in out.decode()) == bool(ci), out.decode()
