@@ -71,7 +71,8 @@ class AddVocalsClient:
     deadlines are separate (``task.complete(timeout=...)``). A task nobody hears of for
     ``task_ttl`` seconds is forgotten by the receiver side; its waiters go on polling.
     Submits queue at the API's rate, 20 per 10 s (``throttle=``: a ``SubmitThrottle``, or
-    ``False`` to send at once and let rate limits be retried).
+    ``False`` to send at once and let rate limits be retried); with a receiver over a
+    ``RedisBackend`` the default window is shared through Redis by every process on it.
 
     Uploads (``upload``, ``add_vocals(audio=...)``) go to the provider's upload host
     (sunoapi, kie), or to ``upload_base_url``; when ``base_url`` is overridden (the
@@ -155,9 +156,12 @@ class AddVocalsClient:
         )
         self._background: set[asyncio.Task[None]] = set()
         self._ended_refs: set[str] = set()
-        self._throttle: SubmitThrottle | None = (
-            SlidingWindowThrottle() if throttle is True else throttle or None
-        )
+        self._throttle: SubmitThrottle | None = throttle or None if throttle is not True else None
+        if throttle is True:
+            # Many processes on one Redis share one account's rate: their throttle is shared
+            # too (``RedisBackend.submit_throttle``); otherwise this process's own.
+            shared = getattr(receiver.backend, "submit_throttle", None) if receiver else None
+            self._throttle = shared() if callable(shared) else SlidingWindowThrottle()
         self._owns_store = isinstance(pending_store, (str, os.PathLike))
         self._pending: PendingStore | None = (
             SQLitePendingStore(pending_store)

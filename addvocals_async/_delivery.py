@@ -44,11 +44,14 @@ __all__ = [
 
 class Delivery(NamedTuple):
     """A genuine callback: its event, the reference of the URL it arrived through, and
-    the size of its body in bytes (what keeping it costs, roughly)."""
+    the size of its body in bytes (what keeping it costs, roughly). ``body`` is the body
+    as received, when the receiver has it: a backend that stores callbacks elsewhere
+    (Redis) stores it as is rather than serialising the event again."""
 
     ref: str
     event: CallbackEvent
     size: int = 0
+    body: bytes | None = None
 
 
 class DeliveryResult(enum.Enum):
@@ -315,7 +318,9 @@ class InMemoryBackend:
             # Unknown types change nothing; a body far beyond a genuine callback's few
             # kilobytes is not worth keeping: the awaiting task's poll covers both.
             return DeliveryResult.IGNORED
-        self._kept.keep(delivery, per_task=self._orphan_cap)
+        # Kept parsed; the raw body too would only double what an orphan costs.
+        kept = Delivery(delivery.ref, delivery.event, delivery.size)
+        self._kept.keep(kept, per_task=self._orphan_cap)
         return DeliveryResult.ORPHANED
 
     def subscribe(

@@ -722,7 +722,7 @@ class CallbackReceiver:
             event = self._wire.structure_callback(payload)
         except CallbackParseError as exc:
             return self._bad_body(str(exc))
-        return Delivery(ref, event, len(body))
+        return Delivery(ref, event, len(body), body)
 
     def _answer(self, outcome: DeliveryResult, delivery: Delivery) -> ReceiverResponse:
         event = delivery.event

@@ -24,7 +24,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from addvocals_async import CallbackReceiver, Delivery, TaskRegistry, TaskState
+from addvocals_async import (
+    CallbackReceiver,
+    Delivery,
+    DeliveryResult,
+    PendingSubmit,
+    TaskRegistry,
+    TaskState,
+)
 from addvocals_async._convert import wire
 from addvocals_async._providers import get_provider
 from addvocals_async.redis import RedisBackend
@@ -135,15 +142,34 @@ def _text(ref: str, task_id: str) -> Delivery:
     return Delivery(ref, wire.structure_callback(body))
 
 
+class _Idle:
+    """A subscriber that only holds its subscription (what a pending task's wait does)."""
+
+    def deliver(self, delivery: Delivery) -> DeliveryResult:
+        return DeliveryResult.IGNORED
+
+    def seam_closed(self) -> None:
+        pass
+
+    def seam_available(self, available: bool) -> None:
+        pass
+
+
 async def memory(server: RedisServer, n: int) -> dict[str, Any]:
+    """Bytes per pending task: the submit's claim of its URL and the task's home URL; then
+    the awaiting process's registration (leased); then its pending-store record; then a
+    ``text`` callback stored."""
     prefix = f"mem-{secrets.token_hex(4)}:"
     backend = RedisBackend(server.url, prefix=prefix)
+    store = backend.pending_store("bench")
+    idle = _Idle()
     async with aioredis.Redis.from_url(server.url) as raw:
 
         async def used() -> int:
             return int((await raw.info("memory"))["used_memory"])
 
         tasks = [(secrets.token_hex(16), secrets.token_hex(16)) for _ in range(n)]
+        request = {"uploadUrl": "https://cdn.example.org/a.mp3", "title": "t", "prompt": "p" * 80}
         before = await used()
         for i in range(0, n, 50):
             chunk = tasks[i : i + 50]
@@ -151,19 +177,37 @@ async def memory(server: RedisServer, n: int) -> dict[str, Any]:
                 *(backend.claim(ref, task, authoritative=True) for ref, task in chunk)
             )
         claimed = await used()
+        keys_before = await raw.dbsize()
+        for _, task in tasks:
+            backend.subscribe(idle, task_id=task)
+        for _ in range(2400):  # the reader writes the registrations (2 min at most)
+            if await raw.dbsize() >= keys_before + n:
+                break
+            await asyncio.sleep(0.05)
+        registered = await used()
+        for i in range(0, n, 50):
+            chunk = tasks[i : i + 50]
+            await asyncio.gather(
+                *(store.record(PendingSubmit(ref=ref, request=request)) for ref, _ in chunk)
+            )
+        recorded = await used()
         for i in range(0, n, 50):
             chunk = tasks[i : i + 50]
             await asyncio.gather(*(backend.publish(_text(ref, task)) for ref, task in chunk))
         stored = await used()
+        for _, task in tasks:
+            backend.unsubscribe(idle, task_id=task)
+        await backend.aclose()
         await raw.eval(
             "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
             0,
             f"{prefix}*",
         )
-    await backend.aclose()
     return {
         "pending": n,
         "bytes_per_pending_task": (claimed - before) / n,
+        "bytes_with_registration": (registered - before) / n,
+        "bytes_with_pending_record": (recorded - before) / n,
         "bytes_per_task_with_text_stored": (stored - before) / n,
     }
 

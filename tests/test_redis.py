@@ -88,8 +88,9 @@ async def test_every_key_expires_and_nothing_else_is_left(
     assert len(seam) == 0
     found = await keys_and_ttls(redis_server.url, redis_prefix)
     kinds = {key.removeprefix(redis_prefix).split(":")[0] for key in found}
-    assert kinds == {"claim", "events", "feed", "seq"}
-    assert len(found) == 5 + 5 + 2  # a claim and a stream per task, the feed and its count
+    assert kinds == {"claim", "home", "events", "feed", "seq"}
+    # A claim, a home and a stream per task, the feed and its count; no registration.
+    assert len(found) == 5 + 5 + 5 + 2
     assert all(0 < ttl <= 600 for ttl in found.values()), found
 
 
@@ -98,7 +99,8 @@ async def test_the_senders_retries_are_stored_once(
 ) -> None:
     seam = new_backend(backends, redis_server.url, redis_prefix, events_per_task=4)
     ref, task = secrets.token_hex(8), secrets.token_hex(16)
-    assert await seam.publish(delivery(ref, task, "text")) is DeliveryResult.ACCEPTED
+    # Nobody awaits the task anywhere: an orphan, stored for a later subscriber.
+    assert await seam.publish(delivery(ref, task, "text")) is DeliveryResult.ORPHANED
     assert await seam.publish(delivery(ref, task, "text")) is DeliveryResult.IGNORED
     for kind in ("first", "complete", "x1", "x2", "x3"):
         await seam.publish(delivery(ref, task, kind))

@@ -91,6 +91,8 @@ def _receiver(args: argparse.Namespace, *, serves_here: bool) -> CallbackReceive
     """The receiver the options ask for. ``serves_here``: it receives in this process while
     the command runs, so a throwaway secret does; otherwise it only mints the callback URL
     for another process (``addvocals serve``), which must share the secret."""
+    if getattr(args, "redis", None):
+        return _redis_worker(args)
     if getattr(args, "receiver_port", None) is None and not getattr(args, "public_url", None):
         return None
     secret = args.receiver_secret or os.environ.get(SECRET_ENV)
@@ -110,6 +112,36 @@ def _receiver(args: argparse.Namespace, *, serves_here: bool) -> CallbackReceive
     )
 
 
+def _redis_backend(url: str, prefix: str | None) -> Any:
+    """A ``RedisBackend`` for ``--redis URL``; a usage error without redis-py or for a URL
+    that is none (named without its password)."""
+    try:
+        from ..redis import DEFAULT_PREFIX, RedisBackend
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        return RedisBackend(url, prefix=prefix or DEFAULT_PREFIX)
+    except ValueError as exc:
+        raise CLIError(f"--redis: {exc}") from None
+
+
+def _redis_worker(args: argparse.Namespace) -> CallbackReceiver:
+    """``--redis URL``: a receiver that never serves here. It mints callback URLs on the
+    receiver tier's public URL (``addvocals serve --redis URL``) and hears, through Redis,
+    the callbacks any receiver of the tier takes for the task awaited here."""
+    secret = args.receiver_secret or os.environ.get(SECRET_ENV)
+    if not args.public_url or not secret:
+        raise CLIError(
+            "--redis needs --public-url (the receiver tier's address, as the API reaches it) "
+            f"and the tier's secret (--receiver-secret or {SECRET_ENV})"
+        )
+    return _make_receiver(
+        public_url=args.public_url,
+        secret=secret,
+        backend=_redis_backend(args.redis, args.redis_prefix),
+    )
+
+
 def _make_receiver(**options: Any) -> CallbackReceiver:
     """A receiver, with a bad setting (short secret, relative public URL) as a usage error."""
     try:
@@ -122,7 +154,11 @@ def _make_receiver(**options: Any) -> CallbackReceiver:
 
 
 async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
-    receiver = _receiver(args, serves_here=args.wait) if (args.wait or args.public_url) else None
+    receiver = (
+        _receiver(args, serves_here=args.wait)
+        if (args.wait or args.public_url or args.redis)
+        else None
+    )
     fields = {
         name: getattr(args, name)
         for name in (
@@ -144,7 +180,7 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
         fields["model"] = UncheckedModel(args.model) if args.allow_unknown_model else args.model
     if (args.upload or args.serve_file) and not args.file:
         raise CLIError("--upload and --serve-file say how to send a --file: give one")
-    if receiver is not None and args.wait:
+    if receiver is not None and args.wait and not args.redis:
         await receiver.start()
     try:
         async with _client(args, receiver) as client:
@@ -229,7 +265,7 @@ async def cmd_upload(args: argparse.Namespace, out: TextIO) -> int:
 
 async def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
     receiver = _receiver(args, serves_here=True)
-    if receiver is not None:
+    if receiver is not None and not args.redis:
         await receiver.start()
     try:
         async with _client(args, receiver) as client:
@@ -317,6 +353,11 @@ async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             f"serve needs the receiver secret the tasks were submitted with: pass --secret or set "
             f"{SECRET_ENV} (and submit with the same one: addvocals submit --public-url URL)"
         )
+    options: dict[str, Any] = {}
+    if args.redis:
+        # A receiver tier: it awaits nothing itself and publishes every genuine callback
+        # to Redis, where the awaiting workers (submit/wait --redis URL) hear it.
+        options["backend"] = _redis_backend(args.redis, args.redis_prefix)
     receiver = _make_receiver(
         host=args.host,
         port=args.port,
@@ -324,6 +365,7 @@ async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         secret=args.secret,
         on_event=emit_event,
         on_unclaimed=emit_event,
+        **options,
     )
     async with receiver:
         sys.stderr.write(f"receiving callbacks at {receiver.url}/cb/<token> (Ctrl-C to stop)\n")

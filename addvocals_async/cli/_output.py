@@ -30,6 +30,7 @@ from .. import (
     AddVocalsError,
     APIConnectionError,
     APIError,
+    DeliveryUnavailableError,
     LocalFileError,
     ReceiverClosedError,
     RequestValidationError,
@@ -305,7 +306,7 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_TIMEOUT
     if _refuses_overwrite(exc):
         return EXIT_USAGE  # a download refusing to overwrite: the user's call, not the network
-    if isinstance(exc, (APIConnectionError, ReceiverClosedError)):
+    if isinstance(exc, (APIConnectionError, ReceiverClosedError, DeliveryUnavailableError)):
         return EXIT_NETWORK
     if isinstance(exc, OSError) and not isinstance(exc, AddVocalsError):
         # A path names a file-system error (mkdir, open); one without is a socket's (bind).

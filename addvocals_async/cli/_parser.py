@@ -137,6 +137,21 @@ def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"secret of the callback URL tokens (default: ${SECRET_ENV})",
     )
+    _add_redis_options(group)
+
+
+def _add_redis_options(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--redis",
+        metavar="URL",
+        help="the Redis shared by the receiver tier (serve --redis) and the workers "
+        "(submit/wait --redis with the tier's --public-url); its password is never printed",
+    )
+    group.add_argument(
+        "--redis-prefix",
+        metavar="PREFIX",
+        help="the Redis key prefix shared with the tier (default: addvocals:)",
+    )
 
 
 def _add_follow_options(parser: argparse.ArgumentParser, *, timeout_help: str) -> None:
@@ -261,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8080, help="bind port (default: 8080)")
     p.add_argument("--public-url", help="the public base URL the API reaches")
     p.add_argument("--secret", help=f"receiver secret (default: ${SECRET_ENV})")
+    _add_redis_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
