@@ -29,13 +29,18 @@ from ._errors import APIConnectionError, APIError, RequestValidationError
 from ._http import Transport
 from ._models import AddVocalsRequest, TaskDetails, Track
 from ._pending import PendingStore, PendingSubmit, SQLitePendingStore
-from ._providers import ProviderProfile, get_provider
+from ._providers import LengthLimits, ProviderProfile, get_provider
 from ._receiver import CallbackReceiver
 from ._registry import DEFAULT_TTL, TaskRegistry
 from ._signing import Secret
 from ._tasks import TaskState, VocalTask
 from ._throttle import SlidingWindowThrottle, SubmitThrottle
-from ._validation import check_provider_lengths, require_url
+from ._validation import (
+    check_lengths,
+    check_provider_lengths,
+    lengths_checked_later,
+    require_url,
+)
 
 __all__ = ["AddVocalsClient"]
 
@@ -55,7 +60,9 @@ class AddVocalsClient:
     deadlines are separate (``task.complete(timeout=...)``). A task nobody hears of for
     ``task_ttl`` seconds is forgotten by the receiver side; its waiters go on polling.
     Submits queue at the API's rate, 20 per 10 s (``throttle=``: a ``SubmitThrottle``, or
-    ``False`` to send at once and let rate limits be retried).
+    ``False`` to send at once and let rate limits be retried). ``length_limits`` (a
+    ``LengthLimits``, else the profile's) replaces the default per-model length rows for
+    keyword submits, to follow the API where it allows more (or less) than they say.
     """
 
     def __init__(
@@ -74,6 +81,7 @@ class AddVocalsClient:
         task_ttl: float = DEFAULT_TTL,
         pending_store: PendingStore | str | os.PathLike[str] | None = None,
         throttle: SubmitThrottle | bool = True,
+        length_limits: LengthLimits | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key or not key.strip():
@@ -83,6 +91,8 @@ class AddVocalsClient:
                 f"is required: pass api_key=... or set the {API_KEY_ENV} environment variable",
             )
         self.profile = get_provider(provider or os.environ.get(PROVIDER_ENV) or "apibox")
+        # Limits of this client's own (else the profile's), replacing the default rows.
+        self.length_limits = length_limits or self.profile.length_limits
         base_url = base_url or os.environ.get(BASE_URL_ENV) or self.profile.base_url
         self.base_url = require_url("base_url", base_url)
         self.receiver = receiver
@@ -237,13 +247,20 @@ class AddVocalsClient:
             "variety": variety,
         }
         if request is None:
-            request = AddVocalsRequest(**fields)  # type: ignore[arg-type]
+            if self.length_limits is not None:
+                with lengths_checked_later():
+                    request = AddVocalsRequest(**fields)  # type: ignore[arg-type]
+            else:
+                request = AddVocalsRequest(**fields)  # type: ignore[arg-type]
         elif any(value is not None for value in fields.values()):
             given = ", ".join(k for k, v in fields.items() if v is not None)
             raise TypeError(
                 f"pass either an AddVocalsRequest or keyword fields, not both ({given})"
             )
-        check_provider_lengths(request, self.profile)
+        if self.length_limits is not None:
+            check_lengths(request, self.length_limits)
+        else:
+            check_provider_lengths(request, self.profile)
         callback_url = callback_url or request.callback_url
         ref = None
         if callback_url is None and self.receiver is not None:
