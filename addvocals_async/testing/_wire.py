@@ -22,7 +22,7 @@ from typing import Any, Literal
 import attrs
 import yarl
 
-from .._providers import ProviderProfile, limits_for
+from .._providers import ProviderProfile
 from ._records import SimTask, SimTrack
 
 __all__ = [
@@ -182,7 +182,7 @@ def validate_submit(body: Any, profile: ProviderProfile, dialect: Dialect) -> Re
         variety = body["variety"]
         if isinstance(variety, bool) or not isinstance(variety, int) or not 0 <= variety <= 4:
             return Rejection(bad, "variety must be an integer from 0 to 4")
-    limits = limits_for(model, title_cap=profile.title_cap)
+    limits = profile.limits(model)
     if len(body.get("prompt") or "") > limits.prompt:
         return Rejection(dialect.too_long, f"prompt exceeds {limits.prompt} characters")
     if len(body.get("lyrics") or "") > _LYRICS_LIMIT:
