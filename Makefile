@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: test demo lint typecheck pytest bench reliability install clean redis
 
 $(STAMP): pyproject.toml
+	@echo "installing addvocals_async and its dev tools into $(VENV) (first run only, ~30 s)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -40,7 +41,9 @@ pytest: $(STAMP) redis
 
 test: lint typecheck pytest
 
+# The demo writes its two tracks into demo-output/, replacing the previous run's.
 demo: $(STAMP)
+	@echo "running the demo: simulator, receiver, one task, two MP3s into demo-output/"
 	$(BIN)/addvocals demo
 
 bench: $(STAMP) redis

@@ -38,14 +38,19 @@ from ._errors import (
 from ._http import Transport
 from ._models import AddVocalsRequest, TaskDetails, Track, UploadedFile
 from ._pending import PendingStore, PendingSubmit, SQLitePendingStore
-from ._providers import UPLOAD_CODES, ProviderProfile, get_provider
+from ._providers import UPLOAD_CODES, LengthLimits, ProviderProfile, get_provider
 from ._receiver import CallbackReceiver
 from ._registry import DEFAULT_TTL, TaskRegistry
 from ._signing import Secret
 from ._tasks import TaskState, VocalTask
 from ._throttle import SlidingWindowThrottle, SubmitThrottle
 from ._upload import Uploader, UploadProgress, UploadSource
-from ._validation import check_provider_lengths, require_url
+from ._validation import (
+    check_lengths,
+    check_provider_lengths,
+    lengths_checked_later,
+    require_url,
+)
 
 __all__ = ["AddVocalsClient"]
 
@@ -73,6 +78,9 @@ class AddVocalsClient:
     Submits queue at the API's rate, 20 per 10 s (``throttle=``: a ``SubmitThrottle``, or
     ``False`` to send at once and let rate limits be retried); with a receiver over a
     ``RedisBackend`` the default window is shared through Redis by every process on it.
+    ``length_limits`` (a ``LengthLimits``, else the profile's) replaces the default
+    per-model length rows for keyword submits, to follow the API where it allows more (or
+    less) than they say.
 
     Uploads (``upload``, ``add_vocals(audio=...)``) go to the provider's upload host
     (sunoapi, kie), or to ``upload_base_url``; when ``base_url`` is overridden (the
@@ -99,6 +107,7 @@ class AddVocalsClient:
         throttle: SubmitThrottle | bool = True,
         upload_base_url: str | None = None,
         upload_timeout: float | None = None,
+        length_limits: LengthLimits | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key or not key.strip():
@@ -108,6 +117,8 @@ class AddVocalsClient:
                 f"is required: pass api_key=... or set the {API_KEY_ENV} environment variable",
             )
         self.profile = get_provider(provider or os.environ.get(PROVIDER_ENV) or "apibox")
+        # Limits of this client's own (else the profile's), replacing the default rows.
+        self.length_limits = length_limits or self.profile.length_limits
         base_url = base_url or os.environ.get(BASE_URL_ENV) or self.profile.base_url
         self.base_url = require_url("base_url", base_url)
         if upload_base_url is None and base_url != self.profile.base_url:
@@ -302,13 +313,20 @@ class AddVocalsClient:
         if audio is not None:
             fields["upload_url"] = _PENDING_UPLOAD_URL
         if request is None:
-            request = AddVocalsRequest(**fields)  # type: ignore[arg-type]
+            if self.length_limits is not None:
+                with lengths_checked_later():
+                    request = AddVocalsRequest(**fields)  # type: ignore[arg-type]
+            else:
+                request = AddVocalsRequest(**fields)  # type: ignore[arg-type]
         elif any(value is not None for value in fields.values()):
             given = ", ".join(k for k, v in fields.items() if v is not None)
             raise TypeError(
                 f"pass either an AddVocalsRequest or keyword fields, not both ({given})"
             )
-        check_provider_lengths(request, self.profile)
+        if self.length_limits is not None:
+            check_lengths(request, self.length_limits)
+        else:
+            check_provider_lengths(request, self.profile)
         audio_file = check_audio_file(audio) if audio is not None else None
         callback_url = callback_url or request.callback_url
         ref = None

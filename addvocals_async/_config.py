@@ -169,6 +169,12 @@ class PollPolicy:
     - ``min_interval``: never poll one task more often than this (kie allows 3/s/task).
     - ``default_timeout``: the deadline of a wait given no ``timeout`` (nothing waits forever).
     - ``final_poll_timeout``: the time the last-chance poll at a deadline may take.
+    - ``unreachable_after``: after this many polls in a row that could not reach the API
+      (connection refused, DNS, time-out), log one WARNING per task saying so.
+    - ``give_up_unreachable``: also end the wait then, raising the last
+      ``APIConnectionError``. Off by default: a library wait rides out an outage (a
+      transient poll error never fails a wait) and only says so; the ``addvocals`` command
+      line turns it on, as a person at a prompt is better told at once.
 
     Under the testing switch the first four are multiplied by its time scale.
     """
@@ -179,6 +185,8 @@ class PollPolicy:
     min_interval: float = 1.0
     default_timeout: float = 1200.0
     final_poll_timeout: float = 10.0
+    unreachable_after: int = 3
+    give_up_unreachable: bool = False
 
     @classmethod
     def fast(cls) -> PollPolicy:

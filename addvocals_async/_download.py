@@ -359,7 +359,9 @@ def _download_target(
         dest = folder / _file_name(track, url, kind)
     dest = Path(dest)
     if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
+        refusal = FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
+        refusal.filename = str(dest)  # which file: a caller may keep it and go on
+        raise refusal
     dest.parent.mkdir(parents=True, exist_ok=True)
     return dest
 

@@ -67,7 +67,21 @@ class Field(str, enum.Enum):
 
 @attrs.frozen
 class LengthLimits:
-    """Maximum lengths (``len(str)``) per model; ``None`` is the row for an omitted model."""
+    """Maximum lengths (``len(str)``) of the text fields, one row per model.
+
+    Where each default comes from (the add-vocals pages state few of them):
+
+    - ``prompt`` (and ``lyrics``) 5000: the add-vocals page of the V6 family; 3000 for
+      V4 from the generate endpoint's page.
+    - ``style`` 1000 (200 for V4): the generate, upload-cover and upload-extend pages.
+    - ``title`` 100: sunoapi's add-vocals page; 80 for V4 and V4_5ALL from the generate
+      page, and 80 for every model on kie's newer generate page (``title_cap``).
+    - ``negative_tags`` 200: the generate and add-instrumental pages.
+
+    They are defaults, not the API's word for this endpoint: lift or lower them with
+    ``AddVocalsClient(length_limits=LengthLimits(...))`` or a ``ProviderProfile`` with
+    ``length_limits=``.
+    """
 
     prompt: int = 5000
     style: int = 1000
@@ -162,6 +176,8 @@ class ProviderProfile:
     models: tuple[str, ...] = KNOWN_MODELS
     title_cap: int | None = None
     signs_callbacks: bool = False
+    length_limits: LengthLimits | None = None
+    """Replaces the per-model rows (and ``title_cap``) for every model when set."""
     submit_path: str = "/api/v1/generate/add-vocals"
     details_path: str = "/api/v1/generate/record-info"
     upload_base_url: str | None = None
@@ -178,6 +194,8 @@ class ProviderProfile:
         return self.upload_base_url is not None
 
     def limits(self, model: str | None) -> LengthLimits:
+        if self.length_limits is not None:
+            return self.length_limits
         return limits_for(model, title_cap=self.title_cap)
 
     def describe_callback_code(self, code: int | None) -> str | None:

@@ -392,8 +392,10 @@ class CallbackReceiver:
             return self.public_url
         if self._bound_url is None:
             raise RuntimeError(
-                "the receiver has no URL yet: start it (async with CallbackReceiver(...)) "
-                "or give it a public_url"
+                "the receiver has no URL yet: give it public_url= (the URL the API reaches; "
+                "required when your own web framework routes the callbacks, e.g. FastAPI or "
+                "aiohttp, where you don't start it), or start it to serve on its own "
+                "(async with CallbackReceiver(...))"
             )
         return str(self._bound_url)
 

@@ -25,6 +25,7 @@ from typing import Protocol
 from ._config import PollPolicy
 from ._errors import (
     AddVocalsError,
+    APIConnectionError,
     AuthenticationError,
     NotFoundError,
     ReceiverClosedError,
@@ -338,6 +339,7 @@ class VocalTask:
     """
 
     __slots__ = (
+        "_connection_failures",
         "_last_poll",
         "_policy",
         "_poll_interval",
@@ -364,6 +366,7 @@ class VocalTask:
         self._last_poll: float | None = None
         self._poll_interval: float | None = None
         self._poll_lock: asyncio.Lock | None = None
+        self._connection_failures = 0
 
     def __repr__(self) -> str:
         shown = repr(self.task_id) if self.task_id_known else "<not known yet>"
@@ -387,6 +390,24 @@ class VocalTask:
     @property
     def failure(self) -> TaskFailedError | None:
         return self._state.failure
+
+    @property
+    def next_poll_in(self) -> float | None:
+        """Seconds until a waiter of this task next asks the details endpoint (0: at once),
+        or ``None`` while it waits for callbacks (a receiver attached, not quiet for the
+        grace period yet). For progress displays: nothing polls unless somebody waits."""
+        state = self._state
+        now = time.monotonic()
+        to_next = max(0.0, self._time_to_next_poll(now))
+        if (
+            state.callbacks_expected
+            and not state.poll_requested
+            and not (self._reattached and self._last_poll is None)
+        ):
+            quiet_for = now - state.last_activity
+            if quiet_for < self._policy.grace_period:
+                return None
+        return to_next
 
     async def text(self, timeout: float | None = None) -> TaskResult:
         """Wait for the lyrics stage (satisfied by any later stage, even if it was skipped)."""
@@ -558,7 +579,40 @@ class VocalTask:
                 if self._reattached and not self._state.events:
                     raise
                 log.info("poll of task %a: not found yet, will retry", self.task_id)
+            except APIConnectionError as exc:
+                self._unreachable(exc)
             except (AddVocalsError, asyncio.TimeoutError) as exc:
+                self._connection_failures = 0  # the API answered, if not as hoped
                 log.info("poll of task %a failed, will retry: %a", self.task_id, str(exc))
+            else:
+                self._connection_failures = 0
             finally:
                 self._last_poll = time.monotonic()
+
+    def _unreachable(self, exc: APIConnectionError) -> None:
+        """A poll that did not reach the API. One is transient; ``unreachable_after`` in a
+        row is an outage or a wrong base URL, said once per task at WARNING (and, with
+        ``give_up_unreachable``, the end of the wait)."""
+        self._connection_failures += 1
+        failures = self._connection_failures
+        limit = self._policy.unreachable_after
+        if failures < limit:
+            log.info("poll of task %a failed, will retry: %a", self.task_id, str(exc))
+            return
+        if self._policy.give_up_unreachable:
+            raise APIConnectionError(
+                f"the API is unreachable: {failures} polls of task {self.task_id} in a row "
+                f"failed ({exc}); the task may still finish: check the base URL and the "
+                "network, then wait again",
+                task_id=self.task_id,
+            ) from exc
+        if failures == limit:
+            log.warning(
+                "task %a: %d polls in a row could not reach the API (%s); still waiting, "
+                "check the base URL and the network",
+                self.task_id,
+                failures,
+                str(exc),
+            )
+        else:
+            log.info("poll of task %a failed, will retry: %a", self.task_id, str(exc))

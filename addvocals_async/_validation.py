@@ -3,15 +3,20 @@
 ``validate_request`` runs when an ``AddVocalsRequest`` is built: required fields, absolute
 http(s) URLs, weights in [0, 1] on the 0.01 grid, the enums, and the length limits of
 the model's row (the same on every provider). ``check_provider_lengths`` adds what a
-provider caps lower (kie: titles at 80), once, at submit. ``require_url`` is the one
+provider caps lower (kie: titles at 80), once, at submit; a client or profile with
+``length_limits`` of its own checks those instead (``lengths_checked_later``,
+``check_lengths``). ``require_url`` is the one
 "absolute http(s) URL" check of the package.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import decimal
 import math
 import numbers
+from collections.abc import Iterator
 from typing import Protocol
 
 import yarl
@@ -21,7 +26,9 @@ from ._providers import KNOWN_MODELS, Field, LengthLimits, ProviderProfile, limi
 
 __all__ = [
     "UncheckedModel",
+    "check_lengths",
     "check_provider_lengths",
+    "lengths_checked_later",
     "require_text",
     "require_url",
     "validate_request",
@@ -172,7 +179,29 @@ def validate_request(request: RequestFields) -> None:
             "variety", variety, "must be a whole number from 0 (off) to 4 (max)"
         )
     _check_model(request.model)
-    _check_lengths(request, limits_for(request.model))
+    if not _LENGTHS_CHECKED_LATER.get():
+        _check_lengths(request, limits_for(request.model))
+
+
+_LENGTHS_CHECKED_LATER: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "addvocals_lengths_checked_later", default=False
+)
+
+
+@contextlib.contextmanager
+def lengths_checked_later() -> Iterator[None]:
+    """Requests built inside skip the default length rows: a client with limits of its
+    own (``length_limits=``) checks them itself, right after, with ``check_lengths``."""
+    token = _LENGTHS_CHECKED_LATER.set(True)
+    try:
+        yield
+    finally:
+        _LENGTHS_CHECKED_LATER.reset(token)
+
+
+def check_lengths(request: RequestFields, limits: LengthLimits) -> None:
+    """Raise ``RequestValidationError`` for the first field longer than ``limits`` allow."""
+    _check_lengths(request, limits)
 
 
 def check_provider_lengths(request: RequestFields, profile: ProviderProfile) -> None:

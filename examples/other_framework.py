@@ -1,8 +1,12 @@
 """Route callbacks from another web framework (Starlette here; FastAPI is the same).
 
-`receiver.handle(path, headers, body)` does every check (token, size, JSON, signature)
-and returns the status and JSON body to answer. The receiver itself serves nothing.
-Needs `pip install starlette uvicorn` (both are in this project's dev extra).
+`addvocals_async.starlette.callback_route(receiver)` is the route `POST /hooks/cb/{token}`
+(the path of the public URL); behind it `receiver.handle_token(token, headers, body)` does
+every check (token, size, JSON, signature) and returns the status and JSON body to answer.
+The receiver itself serves nothing: it is never started. For a framework without an
+integration, write that route yourself: `answer = await receiver.handle(path, headers,
+body)`, then answer `answer.status` with the body `answer.json()`.
+Needs `pip install 'addvocals_async[starlette]' uvicorn` (both are in the dev extra).
 """
 
 import asyncio
@@ -11,24 +15,16 @@ import sys
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from addvocals_async import AddVocalsClient, CallbackReceiver
+from addvocals_async.starlette import callback_route
 
 PORT = int(os.environ.get("APP_PORT", "8091"))
 receiver = CallbackReceiver(
     public_url=os.environ.get("ADDVOCALS_PUBLIC_URL", f"http://127.0.0.1:{PORT}/hooks")
 )
 
-
-async def addvocals_callback(request: Request) -> JSONResponse:
-    answer = await receiver.handle(request.url.path, request.headers, await request.body())
-    return JSONResponse(dict(answer.body), status_code=answer.status)
-
-
-app = Starlette(routes=[Route("/hooks/cb/{token}", addvocals_callback, methods=["POST"])])
+app = Starlette(routes=[callback_route(receiver)])  # POST /hooks/cb/{token}
 
 
 async def main() -> int:

@@ -292,7 +292,7 @@ _HELP_OPTIONS = {
     "status": ["task_id", "--json", "--api-key", "--base-url", "--provider"],
     "download": ["task_id", "--out", "--overwrite", "--images", "--api-key", "--base-url"],
     "credits": ["--json", "--api-key", "--base-url", "--provider"],
-    "serve": ["--host", "--port", "--public-url", "--secret", "ADDVOCALS_RECEIVER_SECRET"],
+    "serve": ["--host", "--port", "--public-url", "--receiver-secret", "ADDVOCALS_RECEIVER_SECRET"],
     "simulate": ["--host", "--port", "--api-key", "--provider", "--speed", "--scenario", "--seed"],
     "demo": ["--out", "--speed"],
     "upload": ["PATH_OR_URL", "--name", "--json", "--api-key", "--base-url", "--provider"],
@@ -562,7 +562,7 @@ async def test_download_of_a_failed_task_exits_4_saying_what_the_code_means(
             capsys, "submit", *REQUEST_ARGS, *api(sim), "--provider", "kie",
             "--callback-url", DEAD_CALLBACK, "--json",
         )  # fmt: skip
-        task_id = run.out.strip()
+        task_id = json.loads(run.out)["task_id"]
         await sim.wait_idle()
         run = await run_main(
             capsys, "download", task_id, "--out", str(tmp_path / "out"), *api(sim),
@@ -579,7 +579,7 @@ async def test_failed_task_exits_4(sim: Simulator, capsys: pytest.CaptureFixture
     run = await run_main(
         capsys, "submit", *REQUEST_ARGS, *api(sim), "--callback-url", DEAD_CALLBACK, "--json"
     )
-    task_id = run.out.strip()
+    task_id = json.loads(run.out)["task_id"]
     assert task_id in sim.tasks
     run = await run_main(capsys, "wait", task_id, "--poll-interval", "0.5", *api(sim))
     assert run.code == 4, run.err
@@ -615,14 +615,16 @@ async def test_ctrl_c_during_wait(slow_sim: Simulator, receiver: list[str]) -> N
     async with spawn("wait", task_id, *api(slow_sim), *receiver) as proc:
         assert proc.stderr is not None
         line = await read_line(proc.stderr)
-        assert line.endswith(f"{task_id}: submitted\n"), line
+        assert line.endswith(f"{task_id}: following (re-attached by id)\n"), line
         interrupted = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(proc.communicate(), 5)
         assert time.monotonic() - interrupted < 3
     assert proc.returncode == 130
     assert out == b""
-    assert err.decode() == "interrupted\n"
+    assert err.decode() == (
+        f"interrupted\nthe task goes on; resume with: addvocals wait {task_id}\n"
+    )
 
 
 # ---------------------------------------------------------------- serve
@@ -634,7 +636,7 @@ async def test_serve_needs_a_secret(
     monkeypatch.delenv("ADDVOCALS_RECEIVER_SECRET", raising=False)
     run = await run_main(capsys, "serve", "--port", str(free_port()))
     assert run.code == 2
-    run.assert_one_error_line("--secret", "ADDVOCALS_RECEIVER_SECRET")
+    run.assert_one_error_line("--receiver-secret", "ADDVOCALS_RECEIVER_SECRET")
     run = await run_main(capsys, "serve", "--port", str(free_port()), "--secret", "short")
     assert run.code == 2
     run.assert_one_error_line("secret", "16 bytes")

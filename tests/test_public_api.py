@@ -13,6 +13,7 @@ from typing import Any
 
 import addvocals_async
 import addvocals_async.aiohttp
+import addvocals_async.starlette
 import addvocals_async.testing
 from addvocals_async._providers import Outcome
 
@@ -33,7 +34,8 @@ CONTRACT = {
 def test_all_is_exactly_the_public_names() -> None:
     # pytest's assertion rewriting adds "@py_builtins" and the like: not identifiers.
     public = {n for n in vars(addvocals_async) if n.isidentifier() and not n.startswith("_")}
-    modules = {"aiohttp", "cli", "redis", "testing"}  # submodules, importable, not re-exported
+    # submodules, importable, not re-exported
+    modules = {"aiohttp", "cli", "redis", "starlette", "testing"}
     assert set(addvocals_async.__all__) | {"__version__"} >= CONTRACT
     assert public - modules == set(addvocals_async.__all__) - {"__version__"}
     for name in addvocals_async.__all__:
@@ -73,7 +75,12 @@ def test_the_benchmarks_run() -> None:
         assert f'"{key}"' in done.stdout
 
 
-PUBLIC_MODULES = (addvocals_async, addvocals_async.aiohttp, addvocals_async.testing)
+PUBLIC_MODULES = (
+    addvocals_async,
+    addvocals_async.aiohttp,
+    addvocals_async.starlette,
+    addvocals_async.testing,
+)
 
 
 def public_objects() -> Iterator[tuple[str, Any]]:

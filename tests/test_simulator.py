@@ -822,7 +822,8 @@ VALIDATION_CASES = [
     ("apibox", {"title": "t" * 101}, 400),
     ("kie", {"title": "t" * 80}, 200),
     ("kie", {"title": "t" * 81}, 422),
-    ("apibox", {"prompt": _DROP}, 200),  # optional in the V6 revision
+    ("apibox", {"prompt": _DROP}, 400),  # required on every provider (issue 11)
+    ("kie", {"prompt": _DROP}, 422),
     ("sunoapi", {"prompt": _DROP}, 400),
     ("apibox", {"tags": "ignored", "somethingNew": {"a": 1}}, 200),
     ("apibox", {"vocalGender": None}, 200),

@@ -525,7 +525,7 @@ async def test_cli_upload_on_apibox_names_the_other_way(
             "--wait", "--receiver-port", "0", "--json",
         )  # fmt: skip
         assert code == 0, err
-        task_id = out.splitlines()[0]
+        task_id = json.loads(out.splitlines()[0])["task_id"]
         assert env.sim.tasks[task_id].input_sha256 == sha256(beat)
         assert "/files/" in env.sim.tasks[task_id].request["uploadUrl"]
 

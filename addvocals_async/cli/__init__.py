@@ -10,6 +10,8 @@ exits with a code that says what went wrong:
                                      missing or read-only folder, a full disk)
                                   130 interrupted (Ctrl-C)
 
+Output closed early (``addvocals status ... --json | head -1``) ends quietly with 0.
+
 Inside: ``_parser`` builds the options, ``_commands`` runs each subcommand, ``_output``
 shows results and turns errors into a line and a code, ``_demo`` is ``addvocals demo``.
 """
@@ -19,12 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
 from ._commands import Command
-from ._output import EXIT_INTERRUPTED, describe, exit_code
+from ._output import EXIT_INTERRUPTED, EXIT_OK, describe, exit_code
 from ._parser import build_parser
 
 __all__ = ["build_parser", "main"]
@@ -46,9 +49,33 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     except KeyboardInterrupt:
         # On a terminal, end the line the ^C echo left; on a pipe, one plain line.
         sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "interrupted\n")
+        following = getattr(args, "following", None)
+        if following:  # the task goes on at the API: say how to pick it up again
+            sys.stderr.write(f"the task goes on; resume with: addvocals wait {following}\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`addvocals ... | head`): what it wanted, it has. Not a
+        # network error; quiet, and nothing more is written to the closed pipe.
+        _silence(out)
+        return EXIT_OK
     except Exception as exc:
         if args.debug:
             raise
         sys.stderr.write(f"addvocals: error: {describe(exc)}\n")
         return exit_code(exc)
+
+
+def _silence(out: TextIO) -> None:
+    """Point a closed stdout at /dev/null, so that the interpreter's last flush does not
+    print "Exception ignored ... BrokenPipeError" on the way out."""
+    if out is not sys.stdout:
+        return
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import secrets
+import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
+
+import attrs
 
 from .. import AddVocalsClient, CallbackReceiver, PollPolicy, RetryPolicy, UncheckedModel
 from .._config import API_KEY_ENV, SECRET_ENV
@@ -72,9 +76,13 @@ def _api_key(args: argparse.Namespace) -> str:
 
 def _client(args: argparse.Namespace, receiver: CallbackReceiver | None = None) -> AddVocalsClient:
     interval = getattr(args, "poll_interval", None)
-    poll = None
+    # A person at a prompt: an API that refuses every poll is said at once (exit 6), not
+    # after the 20-minute deadline as a slow task.
+    poll = PollPolicy(give_up_unreachable=True)
     if interval is not None:
-        poll = PollPolicy(initial=interval, maximum=interval, min_interval=min(interval, 1.0))
+        poll = attrs.evolve(
+            poll, initial=interval, maximum=interval, min_interval=min(interval, 1.0)
+        )
     return AddVocalsClient(
         _api_key(args),
         provider=args.provider,
@@ -190,12 +198,16 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
             progress_done = fields.get("upload_progress")
             if isinstance(progress_done, TransferBar):
                 progress_done.progress.done()
-            out.write(f"{task.task_id}\n" if args.json else f"task id: {task.task_id}\n")
+            if args.json:  # one JSON document per line, the result's line after it
+                out.write(json.dumps({"task_id": task.task_id, "stage": "pending"}) + "\n")
+            else:
+                out.write(f"task id: {task.task_id}\n")
             out.flush()
             if not args.wait:
                 if not args.json:
                     out.write(f"follow it with: addvocals wait {task.task_id}\n")
                 return EXIT_OK
+            args.following = task.task_id  # Ctrl-C from here on: say how to resume
             result = await follow(task, Progress(sys.stderr, quiet=args.json), args.timeout)
             emit(result, out, as_json=args.json)
             return EXIT_OK
@@ -270,7 +282,10 @@ async def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
     try:
         async with _client(args, receiver) as client:
             task = client.task(args.task_id)
-            result = await follow(task, Progress(sys.stderr, quiet=args.json), args.timeout)
+            args.following = task.task_id
+            result = await follow(
+                task, Progress(sys.stderr, quiet=args.json), args.timeout, submitted=False
+            )
             emit(result, out, as_json=args.json)
             return EXIT_OK
     finally:
@@ -322,8 +337,17 @@ async def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
             )
         with local_files(dest):  # only now: a failed command leaves nothing
             dest.mkdir(parents=True, exist_ok=True)
+        # The paths go to stdout (for scripts); on a terminal, where stderr shows too, the
+        # progress line does not print them a second time.
         for path in await download_tracks(
-            client, tracks, dest, overwrite=args.overwrite, images=args.images, stream=sys.stderr
+            client,
+            tracks,
+            dest,
+            overwrite=args.overwrite,
+            skip_existing=args.skip_existing,
+            images=args.images,
+            stream=sys.stderr,
+            announce=not _isatty(out),
         ):
             out.write(f"{path}\n")
     return EXIT_OK
@@ -348,10 +372,11 @@ async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         out.write(json.dumps(record) + "\n")
         out.flush()
 
-    if not (args.secret or os.environ.get(SECRET_ENV)):
+    if not (args.receiver_secret or os.environ.get(SECRET_ENV)):
         raise CLIError(
-            f"serve needs the receiver secret the tasks were submitted with: pass --secret or set "
-            f"{SECRET_ENV} (and submit with the same one: addvocals submit --public-url URL)"
+            "serve needs the receiver secret the tasks were submitted with: pass "
+            f"--receiver-secret or set {SECRET_ENV} (and submit with the same one: "
+            "addvocals submit --public-url URL --receiver-secret ...)"
         )
     options: dict[str, Any] = {}
     if args.redis:
@@ -362,16 +387,50 @@ async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         host=args.host,
         port=args.port,
         public_url=args.public_url,
-        secret=args.secret,
+        secret=args.receiver_secret,
         on_event=emit_event,
         on_unclaimed=emit_event,
         **options,
     )
-    async with receiver:
+    async with receiver, stop_signals() as stopped:
         sys.stderr.write(f"receiving callbacks at {receiver.url}/cb/<token> (Ctrl-C to stop)\n")
         sys.stderr.flush()
-        await asyncio.Event().wait()
+        signum = await stopped
+        # Leaving `async with receiver` drains: callbacks in flight are answered first.
+        sys.stderr.write(f"{signal.Signals(signum).name}: draining, then stopping\n")
+        sys.stderr.flush()
     return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def stop_signals() -> AsyncIterator[asyncio.Future[int]]:
+    """A future that SIGTERM or SIGINT resolves with the signal's number: services stop
+    cleanly (systemd and containers send SIGTERM) instead of dying mid-request. Where
+    signal handlers cannot be set (not the main thread), it resolves only on cancellation."""
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[int] = loop.create_future()
+
+    def stop(signum: int) -> None:
+        if not stopped.done():
+            stopped.set_result(signum)
+
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop, sig)
+            handled.append(sig)
+    try:
+        yield stopped
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or odd stream: not a terminal
+        return False
 
 
 async def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:

@@ -53,6 +53,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
+    "FOLLOWING",
     "STAGE_WORDS",
     "CLIError",
     "Progress",
@@ -64,6 +65,7 @@ __all__ = [
     "follow",
     "format_transfer",
     "local_files",
+    "ticker_line",
     "track_json",
 ]
 
@@ -71,6 +73,9 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_API, EXIT_FAILED, EXIT_TIMEOUT, EXIT_NETWO
 EXIT_FILES = 7
 """The local file system refused (``--out`` cannot be made or written): not the network."""
 EXIT_INTERRUPTED = 130
+
+FOLLOWING = "following (re-attached by id)"
+"""The first line of ``addvocals wait``: it did not submit the task."""
 
 STAGE_WORDS = {
     Stage.PENDING: "submitted",
@@ -235,10 +240,16 @@ def emit(result: TaskResult, out: TextIO, *, as_json: bool) -> None:
 # ---------------------------------------------------------------- following, downloading
 
 
-async def follow(task: VocalTask, progress: Progress, timeout: float | None) -> TaskResult:
-    """Show each stage as it arrives, with the lyrics once a track carries them."""
+async def follow(
+    task: VocalTask, progress: Progress, timeout: float | None, *, submitted: bool = True
+) -> TaskResult:
+    """Show each stage as it arrives, with the lyrics once a track carries them.
+    ``submitted``: this command submitted the task (else it re-attached to it)."""
     lyrics_shown = False
-    progress.stage(task.task_id, Stage.PENDING)
+    if submitted:
+        progress.stage(task.task_id, Stage.PENDING)
+    else:
+        progress.line(f"[{progress.elapsed()}] {task.task_id}: {FOLLOWING}")
     ticker = asyncio.ensure_future(_tick(task, progress))
     try:
         async for event in task.events(timeout=timeout):
@@ -257,9 +268,23 @@ async def follow(task: VocalTask, progress: Progress, timeout: float | None) -> 
         progress.done()
 
 
+def ticker_line(task: VocalTask, elapsed: str) -> str:
+    """The transient status line: the stage in the permanent lines' words, and how the
+    result is awaited (callbacks, or polls and when the next one is)."""
+    stage = STAGE_WORDS.get(task.stage, task.stage.value)
+    next_poll = task.next_poll_in
+    if next_poll is None:
+        how = "waiting for callbacks"
+    elif next_poll < 0.5:
+        how = "polling the API now"
+    else:
+        how = f"polling the API, next poll in {next_poll:.0f} s"
+    return f"[{elapsed}] {task.task_id}: {stage}; {how}"
+
+
 async def _tick(task: VocalTask, progress: Progress) -> None:
     while True:
-        progress.redraw(f"[{progress.elapsed()}] {task.task_id}: waiting ({task.stage.value})")
+        progress.redraw(ticker_line(task, progress.elapsed()))
         await asyncio.sleep(0.5)
 
 
@@ -270,21 +295,43 @@ async def download_tracks(
     *,
     overwrite: bool,
     images: bool = False,
+    skip_existing: bool = False,
     stream: TextIO,
+    announce: bool = True,
 ) -> list[Path]:
-    """Download every track (and, if asked, its cover) into ``dest`` with a progress line."""
+    """Download every track (and, if asked, its cover) into ``dest`` with a progress line.
+
+    ``announce``: a permanent "saved PATH" line per file (off when the caller prints the
+    paths itself on the same terminal). ``skip_existing``: a file already there is kept
+    and counted as written, so a re-run finishes what an interrupted one started."""
     progress = Progress(stream)
     written: list[Path] = []
     for track in tracks:
         kinds = ["audio", "image"] if images and track.image_url else ["audio"]
         for kind in kinds:
-            report = TransferBar(progress, f"{track.id} {kind}")
-            with local_files(dest):
-                path = await client.download(
-                    track, dest, kind=kind, overwrite=overwrite, progress=report
-                )
-                size = path.stat().st_size
-            progress.line(f"saved {path} ({size} bytes)")
+            name = f"{track.id} {kind}"
+
+            report = TransferBar(progress, name)
+
+            try:
+                with local_files(dest):
+                    path = await client.download(
+                        track, dest, kind=kind, overwrite=overwrite, progress=report
+                    )
+                    size = path.stat().st_size
+            except FileExistsError as exc:
+                if not (skip_existing and _refuses_overwrite(exc) and exc.filename):
+                    raise
+                path = Path(exc.filename)
+                progress.done()
+                if announce:
+                    progress.line(f"kept {path} (exists)")
+                written.append(path)
+                continue
+            if announce:
+                progress.line(f"saved {path} ({size} bytes)")
+            else:
+                progress.done()
             written.append(path)
     return written
 

@@ -252,7 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("task_id")
     p.add_argument("--out", default=".", metavar="DIR", help="directory to write to (default: .)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    replace = p.add_mutually_exclusive_group()
+    replace.add_argument("--overwrite", action="store_true", help="replace existing files")
+    replace.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep files already there and download the rest (finish an interrupted run)",
+    )
     p.add_argument("--images", action="store_true", help="also download the cover images")
     _add_api_options(p)
     p.set_defaults(func=cmd_download)
@@ -275,7 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="bind port (default: 8080)")
     p.add_argument("--public-url", help="the public base URL the API reaches")
-    p.add_argument("--secret", help=f"receiver secret (default: ${SECRET_ENV})")
+    p.add_argument(
+        "--receiver-secret",
+        dest="receiver_secret",
+        help=f"secret of the callback URL tokens, as given to submit (default: ${SECRET_ENV})",
+    )
+    # The old spelling, kept working but no longer shown.
+    p.add_argument("--secret", dest="receiver_secret", help=argparse.SUPPRESS)
     _add_redis_options(p)
     p.set_defaults(func=cmd_serve)
 

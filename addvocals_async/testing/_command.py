@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 from typing import TextIO
 
 from .._providers import PROVIDERS
@@ -65,6 +66,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also deliver callbacks to hosts other than loopback (default: recorded, not sent)",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no activity log (default: a line on stderr per request and per callback)",
+    )
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -80,7 +86,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the simulator described by ``args`` (from ``configure_parser``) until SIGINT or
     SIGTERM, then close it cleanly and return 0.
 
-    The banner with the base URL and API key goes to ``out``. An invalid ``--scenario`` or
+    The banner with the base URL and API key goes to ``out``; the activity log (a line per
+    request and per callback attempt) to stderr, unless ``--quiet``. An invalid ``--scenario`` or
     ``--speed`` raises ``argparse.ArgumentError`` before anything is bound, for the caller
     to report as a usage error.
     """
@@ -108,6 +115,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             webhook_hmac_key=args.webhook_hmac_key,
             allow_remote_callbacks=args.allow_remote_callbacks,
             out=out,
+            activity=None if args.quiet else sys.stderr,
         )
     finally:
         for sig in handled:

@@ -31,6 +31,7 @@ from ._scenarios import (
 )
 from ._sender import CallbackSender
 from ._state import Background, SimState
+from ._wire import engine_name
 
 __all__ = ["Choice", "Lifecycle"]
 
@@ -176,7 +177,7 @@ class Lifecycle:
                     title=body["title"],
                     prompt=f"[Verse] {lyrics}"[:3000],
                     tags=tags,
-                    model_name="chirp-" + str(model).lower().replace("_", "-"),
+                    model_name=engine_name(str(model)),
                     duration=round(self._rng.uniform(120.0, 240.0), 2),
                     create_time=created,
                     audio_url=str(files / f"{track_id}.mp3"),

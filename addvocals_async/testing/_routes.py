@@ -53,8 +53,8 @@ def _parse_json(raw: bytes) -> Any:
 class ApiRoutes:
     """The one aiohttp handler behind every path of the simulated API.
 
-    Rate limits are not scaled by the simulator's speed: they guard against a client that
-    hammers the API, which is a real-time property of the client.
+    Rate limits are not scaled by the simulator's speed unless ``scale_rate_limits`` says so:
+    they guard against a client that hammers the API, a real-time property of the client.
     """
 
     def __init__(
@@ -162,6 +162,7 @@ class ApiRoutes:
         if self._state.rate_limit is None:
             return False
         limit, window = self._state.rate_limit
+        window = self._state.rate_window(window)
         now = time.monotonic()
         while self._creates and self._creates[0] <= now - window:
             self._creates.popleft()
@@ -277,7 +278,7 @@ class ApiRoutes:
         if state.details_rate_limit is not None:
             now = time.monotonic()
             recent = self._details_times.setdefault(task_id, collections.deque())
-            while recent and recent[0] <= now - 1.0:
+            while recent and recent[0] <= now - state.rate_window(1.0):
                 recent.popleft()
             if len(recent) >= state.details_rate_limit:
                 return self._answer(rec, dialect.rate_limited)

@@ -12,14 +12,15 @@ This module is the facade: construction, start and close, and the query API. The
 done by ``_routes`` (HTTP), ``_lifecycle`` (scenario choice and the clock) and ``_sender``
 (callbacks), which share one ``SimState`` instead of reaching back into ``Simulator``.
 
-Time: every duration of the real API is divided by ``speed``. Rate limits are not scaled:
-they guard against a client that hammers the API, which is a real-time property of the
-client, whatever the simulated clock does.
+Time: every duration of the real API is divided by ``speed``. Rate limits are not scaled
+unless asked (``scale_rate_limits=True``, as the pytest fixture does): they guard against
+a client that hammers the API, which is a real-time property of the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sys
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ import yarl
 from aiohttp import web
 
 from .._providers import ProviderProfile, get_provider
+from ._activity import report_activity
 from ._lifecycle import Lifecycle
 from ._records import Delivery, RecordedRequest, SimTask
 from ._routes import ApiRoutes
@@ -95,8 +97,11 @@ class Simulator:
       providers sign nothing.
     - ``credits``, ``task_cost``: the balance, and what each created task takes from it.
     - ``rate_limit``: ``(creates, seconds)`` per sliding window (``None`` to disable);
-      ``details_rate_limit``: record-info requests per task per second. Neither is scaled:
-      they measure how hard a client hits the API, in real time.
+      ``details_rate_limit``: record-info requests per task per second. Neither is scaled
+      by default: they measure how hard a client hits the API, in real time.
+      ``scale_rate_limits=True`` divides both windows by ``speed`` too, for a client whose
+      own timings are scaled alike (the testing switch at ``time_scale=1/speed``, as the
+      ``addvocals_simulator`` pytest fixture sets it).
     - ``create_time``: ``"string"``, ``"epoch_ms"`` or ``"alternate"`` (per message);
       ``error_data``: an error callback's ``data.data`` as ``"null"`` or ``"empty_list"``.
     - ``error_status``: ``"ok"`` answers errors as HTTP 200 with the code in the body (as
@@ -137,6 +142,7 @@ class Simulator:
     error_data: _Shared[Literal["null", "empty_list"]] = _Shared()
     error_status: _Shared[Literal["ok", "mirror"]] = _Shared()
     legacy_details: _Shared[bool] = _Shared()
+    scale_rate_limits: _Shared[bool] = _Shared()
     young_details_null: _Shared[int] = _Shared()
     retention_days: _Shared[float] = _Shared()
     include_source_fields: _Shared[bool] = _Shared()
@@ -181,6 +187,7 @@ class Simulator:
         hang_seconds: float = 30.0,
         allow_remote_callbacks: bool = False,
         fetch_upload_url: bool = True,
+        scale_rate_limits: bool = False,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -219,6 +226,7 @@ class Simulator:
             hang_seconds=hang_seconds,
             allow_remote_callbacks=allow_remote_callbacks,
             fetch_upload_url=fetch_upload_url,
+            scale_rate_limits=scale_rate_limits,
         )
         self._background = Background()
         self._sender = CallbackSender(self._state, self._background, hmac_key=webhook_hmac_key)
@@ -468,9 +476,11 @@ async def serve_until(
     webhook_hmac_key: str | None = None,
     allow_remote_callbacks: bool = False,
     out: TextIO | None = None,
+    activity: TextIO | None = None,
 ) -> None:
     """``serve_forever`` that also ends, closing the simulator, once ``stop`` is set: a
-    signal handler sets it, so the simulator shuts down cleanly instead of dying."""
+    signal handler sets it, so the simulator shuts down cleanly instead of dying.
+    ``activity``: where to write a line per request and per callback attempt (none: quiet)."""
     stream = out if out is not None else sys.stdout
     async with Simulator(
         provider=provider,
@@ -489,4 +499,13 @@ async def serve_until(
             file=stream,
             flush=True,
         )
-        await stop.wait()
+        if activity is None:
+            await stop.wait()
+            return
+        reporter = asyncio.create_task(report_activity(sim.requests, sim.deliveries, activity))
+        try:
+            await stop.wait()
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter

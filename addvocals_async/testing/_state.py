@@ -54,6 +54,7 @@ class SimState:
     hang_seconds: float
     allow_remote_callbacks: bool
     fetch_upload_url: bool = True
+    scale_rate_limits: bool = False
     maintenance: bool = False
     base_url: yarl.URL | None = None
     requests: list[RecordedRequest] = attrs.Factory(list)
@@ -64,6 +65,10 @@ class SimState:
     def scaled(self, real_seconds: float) -> float:
         """A duration of the real API on the simulated clock."""
         return real_seconds / self.speed
+
+    def rate_window(self, real_seconds: float) -> float:
+        """A rate-limit window: real time, or scaled with ``scale_rate_limits``."""
+        return self.scaled(real_seconds) if self.scale_rate_limits else real_seconds
 
     def create_time_value(self, task: SimTask) -> str | int:
         """``createTime`` for the next message carrying ``task``'s tracks; ``alternate``

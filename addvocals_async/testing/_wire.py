@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from typing import Any, Literal
 import attrs
 import yarl
 
-from .._providers import ProviderProfile, limits_for
+from .._providers import ProviderProfile
 from ._records import SimTask, SimTrack
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "callback_body",
     "details_data",
     "dialect_for",
+    "engine_name",
     "envelope",
     "oracle_signature",
     "validate_submit",
@@ -81,8 +83,8 @@ def dialect_for(profile: ProviderProfile) -> Dialect:
     newest (V6) revision makes ``prompt`` optional, so only there is it not required."""
     if profile.name == "kie":
         return _KIE_DIALECT
-    if profile.name == "apibox":
-        return attrs.evolve(_APIBOX_DIALECT, prompt_required=False)
+    # Every provider's add-vocals page (apibox's included) lists ``prompt`` as required: a
+    # client tested against the simulator must send it, as it must for the real API.
     return _APIBOX_DIALECT
 
 
@@ -132,6 +134,13 @@ def _is_http_url(value: str) -> bool:
     return url.is_absolute() and url.scheme in ("http", "https") and bool(url.host)
 
 
+def engine_name(model: str) -> str:
+    """The ``model_name`` a track reports: the engine family, as in the API's samples
+    (``chirp-v4-5`` for a V4_5PLUS request), not an echo of the request's ``model``."""
+    family = re.sub(r"(ALL|PLUS|WILD|MINI)$", "", str(model).upper()).rstrip("_")
+    return "chirp-" + family.lower().replace("_", "-")
+
+
 def validate_submit(body: Any, profile: ProviderProfile, dialect: Dialect) -> Rejection | None:
     """Check a submit body's required fields, types, ranges and per-model length
     limits; ``None`` when it is acceptable. Unknown keys
@@ -173,7 +182,7 @@ def validate_submit(body: Any, profile: ProviderProfile, dialect: Dialect) -> Re
         variety = body["variety"]
         if isinstance(variety, bool) or not isinstance(variety, int) or not 0 <= variety <= 4:
             return Rejection(bad, "variety must be an integer from 0 to 4")
-    limits = limits_for(model, title_cap=profile.title_cap)
+    limits = profile.limits(model)
     if len(body.get("prompt") or "") > limits.prompt:
         return Rejection(dialect.too_long, f"prompt exceeds {limits.prompt} characters")
     if len(body.get("lyrics") or "") > _LYRICS_LIMIT:
