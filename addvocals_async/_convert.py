@@ -15,13 +15,14 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone, tzinfo
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_unstructure_fn, override
 
 from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track, Tracks
+
+if TYPE_CHECKING:
+    import cattrs
 
 __all__ = [
     "NOT_JSON",
@@ -181,7 +182,21 @@ class WireFormat:
 
     def __init__(self, naive_tz: tzinfo = timezone.utc) -> None:
         self.naive_tz = naive_tz
-        conv = self._conv = cattrs.Converter()
+        self._converter: cattrs.Converter | None = None
+
+    @property
+    def _conv(self) -> cattrs.Converter:
+        """The cattrs converter, imported and built on first use, not with the package."""
+        conv = self._converter
+        if conv is None:
+            conv = self._converter = self._build()
+        return conv
+
+    def _build(self) -> cattrs.Converter:
+        import cattrs
+        from cattrs.gen import make_dict_unstructure_fn, override
+
+        conv = self._converter = cattrs.Converter()
         conv.register_structure_hook(str, _loose_str)
         conv.register_structure_hook(float | None, _loose_float)
         conv.register_structure_hook(int | None, _loose_int)
@@ -201,6 +216,7 @@ class WireFormat:
                 AddVocalsRequest, conv, _cattrs_omit_if_default=True, **renames
             ),
         )
+        return conv
 
     # ------------------------------------------------------------ generic loose structuring
 

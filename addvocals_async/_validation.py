@@ -9,9 +9,9 @@ provider caps lower (kie: titles at 80), once, at submit. ``require_url`` is the
 
 from __future__ import annotations
 
-import decimal
 import math
 import numbers
+import sys
 from typing import Protocol
 
 import yarl
@@ -98,13 +98,19 @@ def require_url(field: str, value: object) -> yarl.URL:
     return url
 
 
+def _is_decimal(value: object) -> bool:
+    # Not imported for this: a Decimal can exist only once its module was imported.
+    decimal = sys.modules.get("decimal")
+    return decimal is not None and isinstance(value, decimal.Decimal)
+
+
 def _check_weight(field: str, value: object) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal)):
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or _is_decimal(value)):
         raise RequestValidationError(field, value, "must be a number between 0 and 1")
     try:
-        x = float(value)
+        x = float(value)  # type: ignore[arg-type]  # a Real or a Decimal
     except (OverflowError, ValueError):  # 10**400 does not fit a float
         raise RequestValidationError(field, value, "must be between 0 and 1 inclusive") from None
     if not math.isfinite(x):

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
+
 import addvocals_async
 import addvocals_async.aiohttp
 import addvocals_async.testing
@@ -123,7 +125,9 @@ def test_public_signatures_name_only_public_types() -> None:
     checked = 0
     for where, obj in public_objects():
         for member, func in annotated(obj):
-            hints = typing.get_type_hints(func)
+            # aiohttp.web is imported under TYPE_CHECKING only (a receiver imports it
+            # when it starts): resolve its name as a type checker does.
+            hints = typing.get_type_hints(func, localns={"web": aiohttp.web})
             checked += 1
             for hint in hints.values():
                 for cls in classes_in(hint):

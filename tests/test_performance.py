@@ -1,0 +1,45 @@
+"""The mechanisms behind the performance goals (issue 13), each checked without timing
+anything: `make bench` measures the figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_importing_the_package_leaves_the_heavy_parts_unimported() -> None:
+    """``import addvocals_async`` costs little more than ``import aiohttp``: aiohttp's
+    server side (with its argument parser), the receiver's connection guard, the CLI, the
+    simulator, cattrs (the converter is built on first use) and sqlite3 (the pending
+    store's, opened with its first write) wait until they are used."""
+    probe = "import json, sys; import addvocals_async; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(json.loads(done.stdout))
+    assert "aiohttp" in loaded  # the client side: the package's reason to exist
+    for heavy in (
+        "aiohttp.web",
+        "addvocals_async.cli",
+        "addvocals_async.testing",
+        "addvocals_async._guard",
+        "cattrs",
+        "sqlite3",
+        "argparse",
+    ):
+        assert heavy not in loaded, heavy
+
+
+def test_a_receiver_that_never_serves_does_not_import_aiohttp_web() -> None:
+    """A worker behind a receiver tier signs URLs and awaits tasks; it never serves."""
+    probe = (
+        "import sys; from addvocals_async import CallbackReceiver; "
+        "rx = CallbackReceiver(public_url='https://hooks.example.org/av', secret=b'k' * 32); "
+        "rx.new_callback_url(); "
+        "print('aiohttp.web' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"
