@@ -259,7 +259,8 @@ class AddVocalsClient:
             )
         body = self._wire.unstructure_request(request)
         if body.get("callBackUrl") != callback_url:
-            require_url("callback_url", callback_url)
+            if ref is None:  # the receiver's own URLs need no check
+                require_url("callback_url", callback_url)
             body["callBackUrl"] = callback_url
         if self._throttle is not None:
             await self._throttle.acquire()  # queue at the API's rate rather than fail it

@@ -291,6 +291,7 @@ class CallbackReceiver:
         self._base_request: Callable[..., web.BaseRequest] = _not_serving
         self._response: Callable[..., web.Response] = _not_serving
         self._bound_url: yarl.URL | None = None
+        self._callback_base: tuple[str, str] | None = None
         self._hooks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._in_flight = 0  # callback requests being received or handled right now
@@ -535,7 +536,13 @@ class CallbackReceiver:
         if self._closed:
             raise RuntimeError("the receiver is closed")
         ref, token = self._signer.new_token()
-        return CallbackURL(ref=ref, url=str(yarl.URL(self.url) / "cb" / token))
+        url = self.url
+        joined = self._callback_base
+        if joined is None or joined[0] is not url:  # joined once per URL, not per submit
+            joined = self._callback_base = (url, str(yarl.URL(url) / "cb"))
+        base = joined[1]
+        # A token is URL-safe (base64url and a dot): appended as yarl would.
+        return CallbackURL(ref=ref, url=f"{base}/{token}")
 
     # ---------------------------------------------------------------- self-test
 

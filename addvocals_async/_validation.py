@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import sys
 from typing import Protocol
 
@@ -79,13 +80,17 @@ def require_text(field: str, value: object) -> None:
         raise RequestValidationError(field, value, "is required and must not be empty")
 
 
+# White space as str.isspace() has it (the same Unicode table), and control characters.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def require_url(field: str, value: object) -> yarl.URL:
     """An absolute ``http://`` or ``https://`` URL with a host; returns it parsed."""
     require_text(field, value)
     assert isinstance(value, str)
     if value != value.strip():
         raise RequestValidationError(field, value, "must not start or end with white space")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _SPACE_OR_CONTROL.search(value) is not None:
         raise RequestValidationError(
             field, value, "must not contain spaces or control characters: percent-encode them"
         )

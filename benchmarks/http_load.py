@@ -102,7 +102,8 @@ async def _in_process_rounds(
 
 def summarize(results: dict[str, list[dict[str, Any]]], baseline: str = "bare") -> dict[str, Any]:
     """Per kind: median and range of the rounds' throughput, median p50/p99 latency, and
-    the per-round ratio to the baseline (median and range)."""
+    the per-round ratio to the baseline (median and range), also in callbacks per
+    CPU-second of the server (what a loaded machine disturbs least)."""
     summary: dict[str, Any] = {}
     for kind, rounds in results.items():
         rates = [r["per_s"] for r in rounds]
@@ -120,6 +121,10 @@ def summarize(results: dict[str, list[dict[str, Any]]], baseline: str = "bare") 
             ]
             entry["ratio"] = statistics.median(ratios)
             entry["ratio_range"] = [min(ratios), max(ratios)]
+            entry["cpu_ratio"] = statistics.median(
+                base["cpu_s"] / mine["cpu_s"]
+                for mine, base in zip(rounds, results[baseline], strict=True)
+            )
         summary[kind] = entry
     return summary
 

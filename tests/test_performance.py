@@ -3,9 +3,13 @@ anything: `make bench` measures the figures."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+
+import pytest
+from helpers import REQUEST, client_for, live
 
 
 def test_importing_the_package_leaves_the_heavy_parts_unimported() -> None:
@@ -43,3 +47,36 @@ def test_a_receiver_that_never_serves_does_not_import_aiohttp_web() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def _garbage() -> list[str]:
+    """The objects ``gc.collect()`` found unreachable (reference cycles), by type."""
+    found = gc.collect()
+    kinds = [f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage]
+    gc.garbage.clear()
+    assert found == len(kinds)
+    return kinds
+
+
+@pytest.mark.parametrize("with_receiver", [True, False])
+async def test_a_submit_leaves_no_reference_cycles(with_receiver: bool) -> None:
+    """A submit's objects are freed by reference counting the moment they are done with:
+    none waits in a reference cycle for the garbage collector (whose full passes made the
+    p99 tails, and took 14-17 % of submit CPU when the retry wrapper left 51 objects per
+    submit in cycles)."""
+    async with live(speed=0.001, rate_limit=None) as env:
+        client = env.client if with_receiver else client_for(env.sim, throttle=False)
+        async with client:
+            for _ in range(3):  # sessions, connections, caches: made once
+                await client.add_vocals(**REQUEST)
+            gc.collect()
+            gc.disable()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                tasks = [await client.add_vocals(**REQUEST) for _ in range(30)]
+                del tasks
+                left = _garbage()
+            finally:
+                gc.set_debug(0)
+                gc.enable()
+    assert left == []
