@@ -45,9 +45,7 @@ class AddVocalsAPI:
 
     async def submit(self, body: Mapping[str, Any]) -> str:
         """Send a submit; return the task id. Never resent unless surely not created."""
-        data = await self.transport.call(
-            "POST", self._submit_url, json_body=body, submit=True
-        )
+        data = await self.transport.call("POST", self._submit_url, json_body=body, submit=True)
         task_id = data.get("taskId") if isinstance(data, Mapping) else None
         if not isinstance(task_id, str) or not task_id:
             raise APIConnectionError(

@@ -198,6 +198,7 @@ def outside(text: object, limit: int = 80) -> str:
 
 _RECEIVED = ReceiverResponse(200, {"status": "received"})
 _RECEIVED_JSON = _RECEIVED.json().encode()
+_JSON_HEADERS = {"Content-Type": "application/json"}  # as is: no content_type parsing
 
 
 def _reject(status: int, reason: str) -> ReceiverResponse:
@@ -525,7 +526,7 @@ class CallbackReceiver:
             if guard is not None:
                 guard.response_made(transport)
         if response is _RECEIVED:
-            return self._response(body=_RECEIVED_JSON, content_type="application/json")
+            return self._response(body=_RECEIVED_JSON, headers=_JSON_HEADERS)
         return self._json_response(response)
 
     # ---------------------------------------------------------------- callback URLs

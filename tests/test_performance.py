@@ -4,12 +4,21 @@ anything: `make bench` measures the figures."""
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
+import math
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from helpers import REQUEST, client_for, live
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import JSON_VALUES
+
+from addvocals_async import _convert
+from addvocals_async._convert import NOT_JSON, parse_json
 
 
 def test_importing_the_package_leaves_the_heavy_parts_unimported() -> None:
@@ -80,3 +89,68 @@ async def test_a_submit_leaves_no_reference_cycles(with_receiver: bool) -> None:
                 gc.set_debug(0)
                 gc.enable()
     assert left == []
+
+
+# ---------------------------------------------------------------- orjson (the speed extra)
+
+needs_orjson = pytest.mark.skipif(
+    importlib.util.find_spec("orjson") is None, reason="the speed extra is not installed"
+)
+
+
+@needs_orjson
+def test_callbacks_are_parsed_by_orjson_when_it_is_installed() -> None:
+    import orjson as fast
+
+    assert _convert._fast_loads is fast.loads
+
+
+@needs_orjson
+@settings(max_examples=150, deadline=None)
+@given(
+    value=JSON_VALUES,
+    ascii_only=st.booleans(),
+    indent=st.sampled_from([None, 1]),
+)
+def test_parse_json_reads_what_the_standard_library_reads(
+    value: Any, ascii_only: bool, indent: int | None
+) -> None:
+    """orjson parses first; the result is the standard library's for any JSON text."""
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
+    assert _same(parse_json(text.encode()), json.loads(text))
+    assert _same(parse_json(text), json.loads(text))
+
+
+@needs_orjson
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[NaN, Infinity, -Infinity]",  # the standard library's extensions
+        b'"\\ud800"',  # a lone surrogate escape
+        b"\xef\xbb\xbf{}",  # a byte order mark
+        b"[" * 1100 + b"]" * 1100,  # deeper than orjson's limit
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than any: not JSON to either
+        b"{",
+        b"\xff",
+        b"",
+    ],
+)
+def test_what_orjson_refuses_is_read_as_the_standard_library_reads_it(raw: bytes) -> None:
+    try:
+        expected: Any = json.loads(raw)
+    except (ValueError, RecursionError):
+        expected = NOT_JSON
+    assert _same(parse_json(raw), expected)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN included, and of the same types all the way down (1 is not 1.0)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
