@@ -83,6 +83,8 @@ WAKE_BATCH = 128
 
 _EXPIRED = True
 """A waiter's result when its deadline woke it (a change wakes it with ``None``)."""
+_ANY_CHANGE = 1 << 30
+"""``_notify``'s rank for a change that is not a stage: it wakes every waiter."""
 
 
 class _Deadlines:
@@ -178,6 +180,7 @@ class TaskState:
         "_on_terminal",
         "_reached",
         "_waiters",
+        "_wants",
         "callbacks_expected",
         "failure",
         "last_activity",
@@ -207,8 +210,10 @@ class TaskState:
         self.last_activity = time.monotonic()
         self.poll_requested = False
         self.quiet_warned = False
-        # None, the one waiter's future, or a set of them when there are more.
-        self._waiters: asyncio.Future[Any] | set[asyncio.Future[Any]] | None = None
+        # None, the one waiter's future (the stage rank it waits for in ``_wants``), or
+        # {future: rank} when there are more.
+        self._waiters: asyncio.Future[Any] | dict[asyncio.Future[Any], int] | None = None
+        self._wants = 0
         self._on_terminal: Callable[[TaskState], None] | None = None
 
     def __repr__(self) -> str:
@@ -249,7 +254,7 @@ class TaskState:
         if self._events is None:
             self._events = []
         self._events.append(event)
-        self._notify()
+        self._notify(self.stage.rank)
         if log.isEnabledFor(logging.INFO):
             _log_progress(self, event)
         if self.stage.is_terminal and self._on_terminal is not None:
@@ -346,19 +351,24 @@ class TaskState:
         finally:
             self.drop_waiter(waiter)
 
-    def add_waiter(self, timeout: float) -> asyncio.Future[Any]:
+    def add_waiter(self, timeout: float, wants: int = 0) -> asyncio.Future[Any]:
         """``wait_changed`` in two halves, for a waiting loop that awaits the future
         itself (one coroutine less per waiter): the future to await, resolved at the
-        next change or in ``timeout`` seconds; ``drop_waiter`` it when it is done."""
+        next change or in ``timeout`` seconds; ``drop_waiter`` it when it is done.
+
+        ``wants``, a stage rank: only a stage of that rank or more (or failure) wakes
+        it, and any change that is not a stage (a poll requested, the receiver gone or
+        back). A task awaited with ``complete()`` sleeps through ``text`` and ``first``.
+        """
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         waiters = self._waiters
         if waiters is None:
-            self._waiters = waiter
-        elif isinstance(waiters, set):
-            waiters.add(waiter)
+            self._waiters, self._wants = waiter, wants
+        elif isinstance(waiters, dict):
+            waiters[waiter] = wants
         else:
-            self._waiters = {waiters, waiter}
+            self._waiters = {waiters: self._wants, waiter: wants}
         deadlines = _deadlines.get(loop)
         if deadlines is None:
             deadlines = _deadlines[loop] = _Deadlines(loop)
@@ -369,22 +379,31 @@ class TaskState:
         waiters = self._waiters
         if waiters is waiter:
             self._waiters = None
-        elif isinstance(waiters, set):
-            waiters.discard(waiter)
+        elif isinstance(waiters, dict):
+            waiters.pop(waiter, None)
         if waiter.cancelled() or not waiter.done() or waiter.result() is not _EXPIRED:
             # Woken by a change or cancelled: its deadline is left in the heap.
             deadlines = _deadlines.get(waiter.get_loop())
             if deadlines is not None:
                 deadlines.stale += 1
 
-    def _notify(self) -> None:
-        waiters, self._waiters = self._waiters, None
+    def _notify(self, rank: int = _ANY_CHANGE) -> None:
+        """Wake the waiters a change of stage ``rank`` concerns (all, by default)."""
+        waiters = self._waiters
         if waiters is None:
             return
-        if isinstance(waiters, set):
-            _wake_all(list(waiters))
-        elif not waiters.done():
-            waiters.set_result(None)
+        if isinstance(waiters, dict):
+            woken = [waiter for waiter, wants in waiters.items() if wants <= rank]
+            if len(woken) == len(waiters):
+                self._waiters = None
+            else:
+                for waiter in woken:
+                    del waiters[waiter]
+            _wake_all(woken)
+        elif self._wants <= rank:
+            self._waiters = None
+            if not waiters.done():
+                waiters.set_result(None)
 
 
 class VocalTask:
@@ -514,7 +533,7 @@ class VocalTask:
             result = state.result_for(stage)
             if result is not None:
                 return result
-            waiter = self._sleep_or_none(until)
+            waiter = self._sleep_or_none(until, stage.rank)
             if waiter is not None:
                 try:
                     await waiter
@@ -537,7 +556,7 @@ class VocalTask:
         state = self._state
         until, total = deadline
         while not done():
-            waiter = self._sleep_or_none(until)
+            waiter = self._sleep_or_none(until, 0)
             if waiter is not None:
                 try:
                     await waiter
@@ -548,9 +567,10 @@ class VocalTask:
                     return
                 raise TaskTimeoutError(self.task_id, what, total)
 
-    def _sleep_or_none(self, until: float) -> asyncio.Future[Any] | None:
+    def _sleep_or_none(self, until: float, wants: int) -> asyncio.Future[Any] | None:
         """The future to sleep on (a change, or the time to poll or to give up), or
-        ``None`` when it is time to poll now, or the deadline has passed."""
+        ``None`` when it is time to poll now, or the deadline has passed. ``wants``: the
+        stage rank that ends the wait (0: any change does)."""
         state = self._state
         policy = self._policy
         now = time.monotonic()
@@ -571,7 +591,7 @@ class VocalTask:
         else:
             sleep = self._time_to_next_poll(now)
         if sleep > 0:
-            return state.add_waiter(min(sleep, remaining))
+            return state.add_waiter(min(sleep, remaining), wants)
         if not self._can_poll():
             if not state.callbacks_expected:
                 raise ReceiverClosedError(
@@ -579,7 +599,7 @@ class VocalTask:
                     "so nothing can deliver the result"
                 )
             # Callbacks can still arrive: wait for them until the deadline.
-            return state.add_waiter(remaining)
+            return state.add_waiter(remaining, wants)
         return None
 
     async def _poll_or_last_chance(self, until: float) -> bool:

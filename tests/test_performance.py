@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 from strategies import JSON_VALUES
 
 from addvocals_async import (
+    CallbackEvent,
     CallbackReceiver,
     PollPolicy,
+    Stage,
     TaskDetails,
     TaskRegistry,
     TaskResult,
@@ -269,3 +271,31 @@ async def test_deadlines_of_waiters_woken_early_do_not_pile_up() -> None:
         state.request_poll()
         await waiter
     assert len(_tasks._deadlines[asyncio.get_running_loop()]._heap) < 600
+
+
+async def test_a_wait_for_a_stage_sleeps_through_the_stages_before_it() -> None:
+    """``complete()`` is not woken by ``text`` and ``first``: one wake-up per awaited
+    task, as a bare handler resolving one future makes; any change wakes the others."""
+    state = TaskState("d" * 32, get_provider("apibox"))
+    for_complete = state.add_waiter(60, Stage.COMPLETE.rank)
+    for_text = state.add_waiter(60, Stage.TEXT.rank)
+    for_any = state.add_waiter(60)
+
+    def event(kind: str) -> CallbackEvent:
+        return CallbackEvent(task_id="d" * 32, callback_type=kind, code=200, msg="ok")
+
+    assert state.apply(event("text"))
+    await asyncio.sleep(0)
+    assert for_text.done()
+    assert for_any.done()
+    assert not for_complete.done()
+    assert state.apply(event("first"))
+    assert not for_complete.done()
+    state.request_poll()  # not a stage: wakes every waiter
+    assert for_complete.done()
+    for waiter in (for_complete, for_text, for_any):
+        state.drop_waiter(waiter)
+    for_complete = state.add_waiter(60, Stage.COMPLETE.rank)
+    assert state.apply(event("complete"))
+    assert for_complete.done()
+    state.drop_waiter(for_complete)
