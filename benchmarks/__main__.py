@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import http_load, import_time, pending_memory, redis_seam, submit
@@ -43,12 +44,20 @@ async def measure(quick: bool) -> dict[str, Any]:
         figures["awaited_memory"] = await pending_memory.awaited_memory(300)
         figures["pending_memory"] = await pending_memory.run(n=300)
         return figures
-    figures["receiver"] = await http_load.run("pending", kinds, n=15_000, rounds=5, pending=100_000)
-    figures["awaited"] = await http_load.run("awaited", kinds, n=10_000, rounds=5)
-    figures["submit"] = await submit.run(n=5000, rounds=5)
-    figures["awaited_memory"] = await pending_memory.awaited_memory(100_000)
-    figures["pending_memory"] = await pending_memory.run(n=100_000)
-    figures["redis_seam"] = await redis_seam.run()
+    steps: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
+        # 10,000 callbacks per server and round, 100,000 more tasks pending (a live heap)
+        ("receiver", lambda: http_load.run("pending", kinds, n=10_000, rounds=5, pending=100_000)),
+        # 5,000 awaited tasks per server and round, 3 callbacks each
+        ("awaited", lambda: http_load.run("awaited", kinds, n=5000, rounds=5)),
+        ("submit", lambda: submit.run(n=5000, rounds=5)),
+        ("awaited_memory", lambda: pending_memory.awaited_memory(100_000)),
+        ("pending_memory", lambda: pending_memory.run(n=100_000)),
+        ("redis_seam", redis_seam.run),
+    ]
+    for name, step in steps:  # progress on stderr: a full run takes minutes
+        print(f"measuring {name}...", file=sys.stderr, flush=True)
+        figures[name] = await step()
+        print(json.dumps({name: figures[name]}), file=sys.stderr, flush=True)
     return figures
 
 

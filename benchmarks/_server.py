@@ -143,7 +143,8 @@ class BenchServer:
         self._receiver = receiver
         self.url = receiver.url.removesuffix("/addvocals")
         registry = TaskRegistry(receiver.backend, get_provider("apibox"))
-        policy = PollPolicy()  # callbacks come in time: no poll is due
+        # Callbacks come in time: no poll is due, however long a later round waits.
+        policy = PollPolicy(grace=86_400.0, default_timeout=86_400.0)
 
         async def wait(task: VocalTask) -> None:
             await task.complete()

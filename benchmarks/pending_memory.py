@@ -131,7 +131,7 @@ async def awaited_memory(n: int) -> dict[str, Any]:
     rx = CallbackReceiver(public_url="https://hooks.example.org/addvocals",
                           secret=secrets.token_bytes(32))  # fmt: skip
     registry = TaskRegistry(rx.backend, get_provider("apibox"))
-    policy, source = PollPolicy(), _NoPolls()
+    policy, source = PollPolicy(grace=86_400.0, default_timeout=86_400.0), _NoPolls()
     waits: list[asyncio.Task[Any]] = []
 
     async def build() -> Any:
