@@ -167,3 +167,10 @@ def _summary(rates: dict[str, list[tuple[float, float]]], rounds: int, n: int) -
             summary[kind]["ratio_range"] = [min(ratios), max(ratios)]
             summary[kind]["cpu_ratio"] = statistics.median(mine[1] / raw[1] for mine, raw in pairs)
     return summary
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "api":
+        asyncio.run(fake_api())
+    else:
+        print(*asyncio.run(client(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
