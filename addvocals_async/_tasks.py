@@ -406,6 +406,11 @@ class TaskState:
                 waiters.set_result(None)
 
 
+def _reached(result: TaskResult | None) -> TaskResult:
+    assert result is not None  # a wait for a stage returns its result or raises
+    return result
+
+
 class VocalTask:
     """A submitted add-vocals task. Await its stages; never write a polling loop.
 
@@ -469,15 +474,15 @@ class VocalTask:
 
     async def text(self, timeout: float | None = None) -> TaskResult:
         """Wait for the lyrics stage (satisfied by any later stage, even if it was skipped)."""
-        return await self._wait_stage(Stage.TEXT, timeout)
+        return _reached(await self._wait(Stage.TEXT, *self._deadline(timeout)))
 
     async def first(self, timeout: float | None = None) -> TaskResult:
         """Wait until the first track is ready (its stream URL plays; the MP3 may not be final)."""
-        return await self._wait_stage(Stage.FIRST, timeout)
+        return _reached(await self._wait(Stage.FIRST, *self._deadline(timeout)))
 
     async def complete(self, timeout: float | None = None) -> TaskResult:
         """Wait until every track is final; ``result.tracks`` holds them."""
-        return await self._wait_stage(Stage.COMPLETE, timeout)
+        return _reached(await self._wait(Stage.COMPLETE, *self._deadline(timeout)))
 
     async def refresh(self) -> TaskDetails:
         """Ask the details endpoint now and apply what it says; returns the details."""
@@ -507,12 +512,7 @@ class VocalTask:
                 yield state.events[index - 1]
             if state.stage.is_terminal:
                 return
-            seen = len(state.events)
-
-            def arrived(seen: int = seen) -> bool:
-                return len(state.events) > seen
-
-            await self._wait_until(arrived, deadline, "next event", timeout)
+            await self._wait(None, *deadline, seen=len(state.events))
 
     # ---------------------------------------------------------------- internals
 
@@ -523,49 +523,38 @@ class VocalTask:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         return time.monotonic() + timeout, timeout
 
-    async def _wait_stage(self, stage: Stage, timeout: float | None) -> TaskResult:
-        # The waiting loop itself, awaiting its waiter's future directly: every awaited
-        # task holds this frame while it sleeps, and nothing more (no coroutine per
-        # sleep, no closure), since memory per awaited task is a figure (issue 13).
+    async def _wait(
+        self, stage: Stage | None, until: float, total: float, *, seen: int = 0
+    ) -> TaskResult | None:
+        """Sleep until ``stage`` is reached (its result), or with no stage until there
+        are more than ``seen`` events (``None``); poll when callbacks are quiet, raise
+        ``TaskTimeoutError`` at ``until`` (``total`` seconds from the start) after a
+        last-chance poll.
+
+        The one waiting loop. It awaits its waiter's future itself: an awaited task holds
+        this frame while it sleeps and nothing more (no coroutine per sleep, no closure),
+        as memory per awaited task is a figure of ``make bench``."""
         state = self._state
-        until, total = self._deadline(timeout)
+        wants = stage.rank if stage is not None else 0
+        expired = False
         while True:
-            result = state.result_for(stage)
-            if result is not None:
-                return result
-            waiter = self._sleep_or_none(until, stage.rank)
-            if waiter is not None:
-                try:
-                    await waiter
-                finally:
-                    state.drop_waiter(waiter)
-            elif await self._poll_or_last_chance(until):
+            if stage is None:
+                if len(state.events) > seen:
+                    return None
+            else:
                 result = state.result_for(stage)
                 if result is not None:
                     return result
-                raise TaskTimeoutError(self.task_id, stage.value, total)
-
-    async def _wait_until(
-        self,
-        done: Callable[[], bool],
-        deadline: tuple[float, float],
-        what: str,
-        timeout: float | None,
-    ) -> None:
-        """Sleep until ``done()``, polling when callbacks are quiet; raise at the deadline."""
-        state = self._state
-        until, total = deadline
-        while not done():
-            waiter = self._sleep_or_none(until, 0)
-            if waiter is not None:
-                try:
-                    await waiter
-                finally:
-                    state.drop_waiter(waiter)
-            elif await self._poll_or_last_chance(until):
-                if done():
-                    return
-                raise TaskTimeoutError(self.task_id, what, total)
+            if expired:
+                raise TaskTimeoutError(self.task_id, stage.value if stage else "next event", total)
+            waiter = self._sleep_or_none(until, wants)
+            if waiter is None:
+                expired = await self._poll_or_last_chance(until)
+                continue
+            try:
+                await waiter
+            finally:
+                state.drop_waiter(waiter)
 
     def _sleep_or_none(self, until: float, wants: int) -> asyncio.Future[Any] | None:
         """The future to sleep on (a change, or the time to poll or to give up), or
