@@ -18,7 +18,7 @@ from typing import Protocol
 import yarl
 
 from ._errors import RequestValidationError
-from ._providers import KNOWN_MODELS, Field, LengthLimits, ProviderProfile, limits_for
+from ._providers import KNOWN_MODELS, LengthLimits, ProviderProfile, limits_for
 
 __all__ = [
     "UncheckedModel",
@@ -139,11 +139,12 @@ def _check_length(field: str, value: str | None, limit: int, model: str | None) 
 
 def _check_lengths(request: RequestFields, limits: LengthLimits) -> None:
     model = request.model
-    _check_length("prompt", request.prompt, limits.limit(Field.PROMPT), model)
-    _check_length("lyrics", request.lyrics, limits.limit(Field.PROMPT), model)
-    _check_length("style", request.style, limits.limit(Field.STYLE), model)
-    _check_length("title", request.title, limits.limit(Field.TITLE), model)
-    _check_length("negative_tags", request.negative_tags, limits.limit(Field.NEGATIVE_TAGS), model)
+    # The attributes, not limits.limit(Field...): this runs for every submit.
+    _check_length("prompt", request.prompt, limits.prompt, model)
+    _check_length("lyrics", request.lyrics, limits.prompt, model)  # lyrics share the prompt's
+    _check_length("style", request.style, limits.style, model)
+    _check_length("title", request.title, limits.title, model)
+    _check_length("negative_tags", request.negative_tags, limits.negative_tags, model)
 
 
 def _check_model(model: str | None) -> None:
@@ -190,5 +191,6 @@ def check_provider_lengths(request: RequestFields, profile: ProviderProfile) -> 
     """The lengths ``profile`` caps lower than the model's row (kie: titles at 80).
     Nothing to do, and nothing done, for a provider that adds no cap of its own."""
     limits = profile.limits(request.model)
-    if limits != limits_for(request.model):
+    model_row = limits_for(request.model)
+    if limits is not model_row and limits != model_row:  # the same row, mostly: no compare
         _check_lengths(request, limits)
