@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench reliability install clean redis
+.PHONY: test demo lint typecheck pytest bench reliability install clean redis wrk
 
 $(STAMP): pyproject.toml
 	@echo "installing addvocals_async and its dev tools into $(VENV) (first run only, ~30 s)..."
@@ -46,7 +46,20 @@ demo: $(STAMP)
 	@echo "running the demo: simulator, receiver, one task, two MP3s into demo-output/"
 	$(BIN)/addvocals demo
 
-bench: $(STAMP) redis
+# wrk loads the receivers from a core of its own (taskset pins it and the servers when
+# there are two cores or more); install the Debian package when it is missing. The speed
+# extra (orjson, uvloop) is installed so that its row is measured too.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "wrk is missing: installing the Debian package wrk (apt-get)..."; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null && \
+	  echo "installed $$(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)" || \
+	  echo "could not install wrk: the benchmarks load from Python instead (noisier)"; }
+
+bench: $(STAMP) redis wrk
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[speed]'
 	$(BIN)/python -m benchmarks
 
 # The figures of issue 10 (soak, fuzz, forgery, exhaustion, restart) as one table; exits 1

@@ -24,7 +24,7 @@ __all__ = ["AddVocalsAPI"]
 class AddVocalsAPI:
     """Submit, details and credits against one base URL."""
 
-    __slots__ = ("_details_url", "_wire", "base_url", "profile", "transport")
+    __slots__ = ("_details_url", "_submit_url", "_wire", "base_url", "profile", "transport")
 
     def __init__(
         self, transport: Transport, base_url: yarl.URL, profile: ProviderProfile, wire: WireFormat
@@ -34,6 +34,7 @@ class AddVocalsAPI:
         self.profile = profile
         self._wire = wire
         self._details_url = self.url(profile.details_path)
+        self._submit_url = self.url(profile.submit_path)
 
     def url(self, path: str) -> yarl.URL:
         return self.base_url / path.lstrip("/")
@@ -44,9 +45,7 @@ class AddVocalsAPI:
 
     async def submit(self, body: Mapping[str, Any]) -> str:
         """Send a submit; return the task id. Never resent unless surely not created."""
-        data = await self.transport.call(
-            "POST", self.url(self.profile.submit_path), json_body=body, submit=True
-        )
+        data = await self.transport.call("POST", self._submit_url, json_body=body, submit=True)
         task_id = data.get("taskId") if isinstance(data, Mapping) else None
         if not isinstance(task_id, str) or not task_id:
             raise APIConnectionError(

@@ -341,8 +341,8 @@ class AddVocalsClient:
                 "is required by the API: pass callback_url=..., give the client "
                 "receiver=CallbackReceiver(...), or set callback_url on the client",
             )
-        if callback_url != request.callback_url:
-            require_url("callback_url", callback_url)
+        if ref is None and callback_url != request.callback_url:
+            require_url("callback_url", callback_url)  # the receiver's own URLs need no check
         served_url = None
         if audio_file is not None:
             if via == "upload":

@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
 from ._convert import parse_json
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["PendingStore", "PendingSubmit", "SQLitePendingStore"]
 
@@ -80,6 +81,8 @@ class SQLitePendingStore:
     def __init__(self, path: str | os.PathLike[str], *, max_age: float = DEFAULT_MAX_AGE) -> None:
         self.path = os.fspath(path)
         self.max_age = max_age
+        from concurrent.futures import ThreadPoolExecutor
+
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="addvocals-pending")
         self._db: sqlite3.Connection | None = None
         self._closed = False
@@ -89,6 +92,8 @@ class SQLitePendingStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
+            import sqlite3  # with the first write: not every client keeps a pending store
+
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

@@ -31,17 +31,17 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import attrs
 import yarl
-from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
+
+try:  # what aiohttp.web exports, from where the client side already imported it
+    from aiohttp.helpers import AppKey
+except ImportError:  # pragma: no cover - an aiohttp that keeps it elsewhere
+    from aiohttp.web import AppKey
 
 from ._config import SECRET_ENV, WEBHOOK_KEY_ENV
 from ._convert import NOT_JSON, CallbackParseError, WireFormat, parse_json, wire
@@ -52,11 +52,22 @@ from ._delivery import (
     InMemoryBackend,
 )
 from ._errors import DeliveryUnavailableError, WebhookVerificationError
-from ._guard import BACKLOG, ConnectionGuard, GuardedServer, default_max_connections
 from ._models import CallbackEvent, Stage
 from ._serving import DEFAULT_SERVE_SECONDS, FileServer
 from ._signing import DEFAULT_TOLERANCE, Secret, TokenSigner, as_secret, verify_signature
 from ._validation import require_url
+
+if TYPE_CHECKING:
+    # aiohttp's server side (aiohttp.web and its argument parser, its router, its file
+    # responses) is imported when a receiver starts or is mounted, not with the package:
+    # a client that only submits and polls never pays for it.
+    from aiohttp import web
+    from aiohttp.abc import AbstractStreamWriter
+    from aiohttp.http_parser import RawRequestMessage
+    from aiohttp.streams import StreamReader
+    from aiohttp.web_protocol import RequestHandler
+
+    from ._guard import ConnectionGuard
 
 __all__ = [
     "RECEIVER_KEY",
@@ -194,6 +205,7 @@ def outside(text: object, limit: int = 80) -> str:
 
 _RECEIVED = ReceiverResponse(200, {"status": "received"})
 _RECEIVED_JSON = _RECEIVED.json().encode()
+_JSON_HEADERS = {"Content-Type": "application/json"}  # as is: no content_type parsing
 
 
 def _reject(status: int, reason: str) -> ReceiverResponse:
@@ -285,12 +297,12 @@ class CallbackReceiver:
         self.keepalive_timeout = keepalive_timeout
         self._guard: ConnectionGuard | None = None
         self._callback_prefix = f"{self.path}/cb/"
-        self._guard_settings = (
-            max_connections if max_connections is not None else default_max_connections(),
-            receive_timeout,
-        )
+        self._guard_settings = (max_connections, receive_timeout)  # None: the default
         self._runner: web.BaseRunner | None = None
+        self._base_request: Callable[..., web.BaseRequest] = _not_serving
+        self._response: Callable[..., web.Response] = _not_serving
         self._bound_url: yarl.URL | None = None
+        self._callback_base: tuple[str, str] | None = None
         self._hooks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._in_flight = 0  # callback requests being received or handled right now
@@ -321,7 +333,14 @@ class CallbackReceiver:
         if self._closed:
             raise RuntimeError("this receiver was closed; create a new one")
         await self.backend.connect()  # a store out of reach fails here, clearly
+        from aiohttp import web
+
+        from ._guard import BACKLOG, ConnectionGuard, GuardedServer, default_max_connections
+
+        self._load_web()
         max_connections, receive_timeout = self._guard_settings
+        if max_connections is None:
+            max_connections = default_max_connections()
         self._guard = ConnectionGuard(
             max_connections=max_connections, receive_timeout=receive_timeout
         )
@@ -408,8 +427,9 @@ class CallbackReceiver:
         (``GET``/``HEAD {path}/files/{token}``) to an aiohttp application and store this
         receiver as ``app[RECEIVER_KEY]``; the receiver closes with the app.
         ``addvocals_async.aiohttp.init_app(app, receiver)`` says the same."""
+        self._load_web()
         prefix = (path if path is not None else self.path).rstrip("/")
-        app.router.add_post(f"{prefix}/cb/{{token}}", self._aiohttp_handler)
+        app.router.add_post(f"{prefix}/cb/{{token}}", self._mounted_handler)
         app.router.add_get(f"{prefix}/files/{{token}}", self._mounted_file_handler)
         app[RECEIVER_KEY] = self
         if close_with_app:
@@ -426,6 +446,13 @@ class CallbackReceiver:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), self._shutdown_timeout)
 
+    def _load_web(self) -> None:
+        """What the aiohttp handlers use, imported when the receiver starts or is mounted."""
+        from aiohttp import web
+
+        self._base_request = web.BaseRequest
+        self._response = web.Response
+
     def _make_request(
         self,
         message: RawRequestMessage,
@@ -434,7 +461,7 @@ class CallbackReceiver:
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
-        return web.BaseRequest(
+        return self._base_request(
             message,
             payload,
             protocol,
@@ -445,19 +472,29 @@ class CallbackReceiver:
         )
 
     async def _aiohttp_handler(self, request: web.BaseRequest) -> web.StreamResponse:
-        """``POST {path}/cb/{token}``: the route of an application it is mounted in, and
-        the whole of the embedded server (aiohttp's low-level server: one route needs no
+        """The whole of the embedded server (aiohttp's low-level server: two routes,
+        ``POST {path}/cb/{token}`` and ``GET``/``HEAD {path}/files/{token}``, need no
         router)."""
-        if isinstance(request, web.Request):  # mounted: the application's router matched
-            token = request.match_info["token"]
-        else:
-            path = request.path
-            if path.startswith(self._files_prefix):
-                return await self._file_handler(request, path[len(self._files_prefix) :])
-            prefix = self._callback_prefix
-            token = path[len(prefix) :]
-            if request.method != "POST" or not path.startswith(prefix) or "/" in token:
-                return web.json_response(_NOT_FOUND.body, status=_NOT_FOUND.status)
+        path = request.path
+        if path.startswith(self._files_prefix):
+            return await self._file_handler(request, path[len(self._files_prefix) :])
+        prefix = self._callback_prefix
+        token = path[len(prefix) :]
+        if request.method != "POST" or not path.startswith(prefix) or "/" in token:
+            return self._json_response(_NOT_FOUND)
+        return await self._serve(request, token)
+
+    async def _mounted_handler(self, request: web.Request) -> web.StreamResponse:
+        """``POST {path}/cb/{token}`` in an application it is mounted in."""
+        return await self._serve(request, request.match_info["token"])
+
+    def _json_response(self, response: ReceiverResponse) -> web.Response:
+        return self._response(
+            text=response.json(), status=response.status, content_type="application/json"
+        )
+
+    async def _serve(self, request: web.BaseRequest, token: str) -> web.StreamResponse:
+        """A callback request's token checked, body read, checked and published."""
         self._in_flight += 1  # counted so that aclose() lets it finish
         guard = self._guard
         transport = request.transport
@@ -500,7 +537,7 @@ class CallbackReceiver:
             # The sender went away mid-body, or its receive deadline closed the connection:
             # nobody is left to answer, and nothing to log but a count.
             self.stats.disconnected += 1
-            return web.Response(status=400)
+            return self._response(status=400)
         finally:
             self._in_flight -= 1
             if not self._in_flight and self._drained is not None:
@@ -508,8 +545,8 @@ class CallbackReceiver:
             if guard is not None:
                 guard.response_made(transport)
         if response is _RECEIVED:
-            return web.Response(body=_RECEIVED_JSON, content_type="application/json")
-        return web.json_response(response.body, status=response.status)
+            return self._response(body=_RECEIVED_JSON, headers=_JSON_HEADERS)
+        return self._json_response(response)
 
     # ---------------------------------------------------------------- served files
 
@@ -564,7 +601,7 @@ class CallbackReceiver:
             return response
         except ConnectionError:
             self.stats.disconnected += 1
-            return web.Response(status=400)
+            return self._response(status=400)
         finally:
             if guard is not None:
                 guard.response_made(transport)
@@ -577,7 +614,13 @@ class CallbackReceiver:
         if self._closed:
             raise RuntimeError("the receiver is closed")
         ref, token = self._signer.new_token()
-        return CallbackURL(ref=ref, url=str(yarl.URL(self.url) / "cb" / token))
+        url = self.url
+        joined = self._callback_base
+        if joined is None or joined[0] is not url:  # joined once per URL, not per submit
+            joined = self._callback_base = (url, str(yarl.URL(url) / "cb"))
+        base = joined[1]
+        # A token is URL-safe (base64url and a dot): appended as yarl would.
+        return CallbackURL(ref=ref, url=f"{base}/{token}")
 
     # ---------------------------------------------------------------- self-test
 
@@ -778,5 +821,9 @@ class CallbackReceiver:
             log.exception("the on_event hook failed for task %s", outside(event.task_id))
 
 
-RECEIVER_KEY: web.AppKey[CallbackReceiver] = web.AppKey("addvocals_receiver", CallbackReceiver)
+def _not_serving(*args: object, **kwargs: object) -> Any:
+    raise RuntimeError("the receiver is not serving: start() it or mount() it first")
+
+
+RECEIVER_KEY: AppKey[CallbackReceiver] = AppKey("addvocals_receiver", CallbackReceiver)
 """Where ``mount`` keeps the receiver in an aiohttp application: ``app[RECEIVER_KEY]``."""

@@ -28,14 +28,16 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
-from aiohttp import web
 
 from ._audio import check_audio_file
 from ._errors import RequestValidationError
 from ._signing import FILE_TOKEN_DOMAIN, Secret, TokenSigner
+
+if TYPE_CHECKING:  # aiohttp's server side loads when a file is first served
+    from aiohttp import web
 
 __all__ = [
     "DEFAULT_SERVE_SECONDS",
@@ -200,6 +202,8 @@ class FileServer:
 
     async def respond(self, request: web.BaseRequest, token: str) -> web.StreamResponse:
         """Answer a request for ``token``'s file."""
+        from aiohttp import web
+
         method = request.method
         if method not in ("GET", "HEAD"):
             self.rejected += 1
@@ -221,6 +225,8 @@ class FileServer:
         return await self._send(request, served)
 
     async def _send(self, request: web.BaseRequest, served: ServedFile) -> web.StreamResponse:
+        from aiohttp import web
+
         loop = asyncio.get_running_loop()
         try:
             fd = await loop.run_in_executor(None, os.open, served.path, _OPEN_FLAGS)
@@ -271,6 +277,8 @@ class FileServer:
             os.close(fd)
 
     def _gone(self, request: web.BaseRequest, served: ServedFile, why: str) -> web.Response:
+        from aiohttp import web
+
         log.warning("cannot serve file %s: %s %s", served.ref, ascii(served.path.name), why)
         self._log(request, served, 410, 0)
         return web.json_response(

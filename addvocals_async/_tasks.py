@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._config import PollPolicy
 from ._errors import (
@@ -80,6 +82,76 @@ WAKE_BATCH = 128
 """Waiters woken per loop iteration: each then runs a step of its own coroutine."""
 
 
+_EXPIRED = True
+"""A waiter's result when its deadline woke it (a change wakes it with ``None``)."""
+_ANY_CHANGE = 1 << 30
+"""``_notify``'s rank for a change that is not a stage: it wakes every waiter."""
+
+
+class _Deadlines:
+    """Every waiter's deadline in this event loop, in one heap behind one timer: a wait
+    costs a heap entry, not a timer of its own (nor one per task).
+
+    A waiter woken by a change, or cancelled, leaves its entry behind (counted in
+    ``stale``); it goes when its time comes, or all at once when stale entries are more
+    than half of the heap. Woken by its deadline, a waiter's result is ``_EXPIRED``.
+    """
+
+    __slots__ = ("__weakref__", "_armed", "_heap", "_loop", "_seq", "stale")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weakly: the loop's timers hold this object, this object never holds the loop.
+        self._loop = weakref.ref(loop)
+        self._heap: list[tuple[float, int, asyncio.Future[Any]]] = []
+        self._seq = 0
+        self._armed = math.inf  # the earliest timer set and not yet run
+        self.stale = 0
+
+    def add(
+        self, loop: asyncio.AbstractEventLoop, when: float, waiter: asyncio.Future[Any]
+    ) -> None:
+        heap = self._heap
+        self._seq += 1
+        heapq.heappush(heap, (when, self._seq, waiter))
+        if when < self._armed:
+            self._armed = when
+            loop.call_at(when, self._expire)  # an earlier one left set runs and finds nothing
+        if self.stale > 256 and 2 * self.stale > len(heap):
+            self._heap = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(self._heap)
+            self.stale = 0
+
+    def _expire(self) -> None:
+        """Wake the waiters whose deadline passed, ``WAKE_BATCH`` per loop iteration."""
+        loop = self._loop()
+        if loop is None:  # pragma: no cover - a timer outliving its loop
+            return
+        now = loop.time()
+        if self._armed <= now:
+            self._armed = math.inf
+        heap = self._heap
+        woken = 0
+        while heap and heap[0][0] <= now:
+            waiter = heapq.heappop(heap)[2]
+            if waiter.done():
+                self.stale -= 1
+                continue
+            waiter.set_result(_EXPIRED)
+            woken += 1
+            if woken >= WAKE_BATCH:  # the rest in the next loop iteration
+                self._armed = now
+                loop.call_soon(self._expire)
+                return
+        if heap and heap[0][0] < self._armed:
+            self._armed = heap[0][0]
+            loop.call_at(self._armed, self._expire)
+
+
+_deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _wake_all(waiters: list[asyncio.Future[None]], start: int = 0) -> None:
     end = start + WAKE_BATCH
     for waiter in waiters[start:end]:
@@ -105,13 +177,11 @@ class TaskState:
     # A pending task is a handful of pointers: its lists and dicts are made only once an
     # event arrives, so 100,000 tasks waiting for callbacks stay cheap.
     __slots__ = (
-        "_deadlines",
         "_events",
         "_on_terminal",
         "_reached",
-        "_timer",
-        "_timer_at",
         "_waiters",
+        "_wants",
         "callbacks_expected",
         "failure",
         "last_activity",
@@ -141,10 +211,10 @@ class TaskState:
         self.last_activity = time.monotonic()
         self.poll_requested = False
         self.quiet_warned = False
-        self._waiters: set[asyncio.Future[None]] | None = None
-        self._deadlines: list[tuple[float, int, asyncio.Future[None]]] | None = None
-        self._timer: asyncio.Handle | None = None
-        self._timer_at = 0.0
+        # None, the one waiter's future (the stage rank it waits for in ``_wants``), or
+        # {future: rank} when there are more.
+        self._waiters: asyncio.Future[Any] | dict[asyncio.Future[Any], int] | None = None
+        self._wants = 0
         self._on_terminal: Callable[[TaskState], None] | None = None
 
     def __repr__(self) -> str:
@@ -185,7 +255,7 @@ class TaskState:
         if self._events is None:
             self._events = []
         self._events.append(event)
-        self._notify()
+        self._notify(self.stage.rank)
         if log.isEnabledFor(logging.INFO):
             _log_progress(self, event)
         if self.stage.is_terminal and self._on_terminal is not None:
@@ -268,64 +338,78 @@ class TaskState:
     async def wait_changed(self, timeout: float) -> None:
         """Sleep until the next change of this task, or ``timeout`` seconds.
 
-        Each waiter sleeps on a future of its own, kept in a set, so one that leaves
-        (timed out, cancelled) does so in O(1): many waiters sharing one future through
-        ``asyncio.wait`` each scan its callback list to leave, O(W²) when thousands time
-        out together. Deadlines share one timer per task (a heap), and wake-ups, from a
-        change or a deadline, go out in batches of ``WAKE_BATCH`` per loop iteration, so
-        100,000 waiters never stall the loop for the receiver.
+        Each waiter sleeps on a future of its own (kept alone, or in a set when there are
+        more), so one that leaves (timed out, cancelled) does so in O(1): many waiters
+        sharing one future through ``asyncio.wait`` each scan its callback list to leave,
+        O(W²) when thousands time out together. Deadlines share one heap and one timer per
+        event loop (``_Deadlines``), and wake-ups, from a change or a deadline, go out in
+        batches of ``WAKE_BATCH`` per loop iteration, so 100,000 waiters never stall the
+        loop for the receiver.
         """
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        waiters = self._waiters
-        if waiters is None:
-            waiters = self._waiters = set()
-        waiters.add(waiter)
-        when = loop.time() + timeout
-        deadlines = self._deadlines
-        if deadlines is None:
-            deadlines = self._deadlines = []
-        heapq.heappush(deadlines, (when, id(waiter), waiter))
-        if self._timer is None or when < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer, self._timer_at = loop.call_at(when, self._expire), when
+        waiter = self.add_waiter(timeout)
         try:
             await waiter
         finally:
-            waiters.discard(waiter)
+            self.drop_waiter(waiter)
 
-    def _expire(self) -> None:
-        """The timer: wake the waiters whose deadline passed, a batch at a time."""
-        self._timer = None
-        deadlines = self._deadlines
-        if not deadlines:
-            return
+    def add_waiter(self, timeout: float, wants: int = 0) -> asyncio.Future[Any]:
+        """``wait_changed`` in two halves, for a waiting loop that awaits the future
+        itself (one coroutine less per waiter): the future to await, resolved at the
+        next change or in ``timeout`` seconds; ``drop_waiter`` it when it is done.
+
+        ``wants``, a stage rank: only a stage of that rank or more (or failure) wakes
+        it, and any change that is not a stage (a poll requested, the receiver gone or
+        back). A task awaited with ``complete()`` sleeps through ``text`` and ``first``.
+        """
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        woken = 0
-        while deadlines and deadlines[0][0] <= now:
-            waiter = heapq.heappop(deadlines)[2]
-            if not waiter.done():
-                waiter.set_result(None)
-                woken += 1
-                if woken >= WAKE_BATCH:  # the rest in the next loop iteration
-                    self._timer, self._timer_at = loop.call_soon(self._expire), now
-                    return
-        if deadlines:
-            when = deadlines[0][0]
-            self._timer, self._timer_at = loop.call_at(when, self._expire), when
+        waiter: asyncio.Future[Any] = loop.create_future()
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters, self._wants = waiter, wants
+        elif isinstance(waiters, dict):
+            waiters[waiter] = wants
+        else:
+            self._waiters = {waiters: self._wants, waiter: wants}
+        deadlines = _deadlines.get(loop)
+        if deadlines is None:
+            deadlines = _deadlines[loop] = _Deadlines(loop)
+        deadlines.add(loop, loop.time() + timeout, waiter)
+        return waiter
 
-    def _notify(self) -> None:
-        waiters, self._waiters = self._waiters, None
-        if waiters:
-            # Every waiter with a deadline is in ``waiters``: woken now, their deadlines
-            # are all spent.
-            self._deadlines = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            _wake_all(list(waiters))
+    def drop_waiter(self, waiter: asyncio.Future[Any]) -> None:
+        waiters = self._waiters
+        if waiters is waiter:
+            self._waiters = None
+        elif isinstance(waiters, dict):
+            waiters.pop(waiter, None)
+        if waiter.cancelled() or not waiter.done() or waiter.result() is not _EXPIRED:
+            # Woken by a change or cancelled: its deadline is left in the heap.
+            deadlines = _deadlines.get(waiter.get_loop())
+            if deadlines is not None:
+                deadlines.stale += 1
+
+    def _notify(self, rank: int = _ANY_CHANGE) -> None:
+        """Wake the waiters a change of stage ``rank`` concerns (all, by default)."""
+        waiters = self._waiters
+        if waiters is None:
+            return
+        if isinstance(waiters, dict):
+            woken = [waiter for waiter, wants in waiters.items() if wants <= rank]
+            if len(woken) == len(waiters):
+                self._waiters = None
+            else:
+                for waiter in woken:
+                    del waiters[waiter]
+            _wake_all(woken)
+        elif self._wants <= rank:
+            self._waiters = None
+            if not waiters.done():
+                waiters.set_result(None)
+
+
+def _reached(result: TaskResult | None) -> TaskResult:
+    assert result is not None  # a wait for a stage returns its result or raises
+    return result
 
 
 class VocalTask:
@@ -411,15 +495,15 @@ class VocalTask:
 
     async def text(self, timeout: float | None = None) -> TaskResult:
         """Wait for the lyrics stage (satisfied by any later stage, even if it was skipped)."""
-        return await self._wait_stage(Stage.TEXT, timeout)
+        return _reached(await self._wait(Stage.TEXT, *self._deadline(timeout)))
 
     async def first(self, timeout: float | None = None) -> TaskResult:
         """Wait until the first track is ready (its stream URL plays; the MP3 may not be final)."""
-        return await self._wait_stage(Stage.FIRST, timeout)
+        return _reached(await self._wait(Stage.FIRST, *self._deadline(timeout)))
 
     async def complete(self, timeout: float | None = None) -> TaskResult:
         """Wait until every track is final; ``result.tracks`` holds them."""
-        return await self._wait_stage(Stage.COMPLETE, timeout)
+        return _reached(await self._wait(Stage.COMPLETE, *self._deadline(timeout)))
 
     async def refresh(self) -> TaskDetails:
         """Ask the details endpoint now and apply what it says; returns the details."""
@@ -449,12 +533,7 @@ class VocalTask:
                 yield state.events[index - 1]
             if state.stage.is_terminal:
                 return
-            seen = len(state.events)
-
-            def arrived(seen: int = seen) -> bool:
-                return len(state.events) > seen
-
-            await self._wait_until(arrived, deadline, "next event", timeout)
+            await self._wait(None, *deadline, seen=len(state.events))
 
     # ---------------------------------------------------------------- internals
 
@@ -465,70 +544,89 @@ class VocalTask:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         return time.monotonic() + timeout, timeout
 
-    async def _wait_stage(self, stage: Stage, timeout: float | None) -> TaskResult:
+    async def _wait(
+        self, stage: Stage | None, until: float, total: float, *, seen: int = 0
+    ) -> TaskResult | None:
+        """Sleep until ``stage`` is reached (its result), or with no stage until there
+        are more than ``seen`` events (``None``); poll when callbacks are quiet, raise
+        ``TaskTimeoutError`` at ``until`` (``total`` seconds from the start) after a
+        last-chance poll.
+
+        The one waiting loop. It awaits its waiter's future itself: an awaited task holds
+        this frame while it sleeps and nothing more (no coroutine per sleep, no closure),
+        as memory per awaited task is a figure of ``make bench``."""
         state = self._state
-        deadline = self._deadline(timeout)
+        wants = stage.rank if stage is not None else 0
+        expired = False
+        while True:
+            if stage is None:
+                if len(state.events) > seen:
+                    return None
+            else:
+                result = state.result_for(stage)
+                if result is not None:
+                    return result
+            if expired:
+                raise TaskTimeoutError(self.task_id, stage.value if stage else "next event", total)
+            waiter = self._sleep_or_none(until, wants)
+            if waiter is None:
+                expired = await self._poll_or_last_chance(until)
+                continue
+            try:
+                await waiter
+            finally:
+                state.drop_waiter(waiter)
 
-        def reached() -> bool:
-            return state.result_for(stage) is not None
-
-        await self._wait_until(reached, deadline, stage.value, timeout)
-        result = state.result_for(stage)
-        assert result is not None
-        return result
-
-    async def _wait_until(
-        self,
-        done: Callable[[], bool],
-        deadline: tuple[float, float],
-        what: str,
-        timeout: float | None,
-    ) -> None:
-        """Sleep until ``done()``, polling when callbacks are quiet; raise at the deadline."""
+    def _sleep_or_none(self, until: float, wants: int) -> asyncio.Future[Any] | None:
+        """The future to sleep on (a change, or the time to poll or to give up), or
+        ``None`` when it is time to poll now, or the deadline has passed. ``wants``: the
+        stage rank that ends the wait (0: any change does)."""
         state = self._state
         policy = self._policy
-        until, total = deadline
-        while not done():
-            now = time.monotonic()
-            remaining = until - now
-            if remaining <= 0:
-                # The last chance, bounded as a whole: waiting for another waiter's poll
-                # to finish counts against it too.
-                if self._can_poll():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._poll(), policy.final_poll_timeout)
-                if done():
-                    return
-                raise TaskTimeoutError(self.task_id, what, total)
-            if (
-                state.callbacks_expected
-                and not state.poll_requested
-                and not (self._reattached and self._last_poll is None)
-            ):
-                # Callbacks flowing: stay quiet. Silent for `grace`: poll on the schedule.
-                quiet_for = now - state.last_activity
-                grace = policy.grace_period
-                sleep = max(grace - quiet_for, self._time_to_next_poll(now))
-                if quiet_for >= grace and not state.events and not state.quiet_warned:
-                    self._warn_quiet(grace)
-            else:
-                sleep = self._time_to_next_poll(now)
-            if sleep > 0:
-                await state.wait_changed(min(sleep, remaining))
-                continue
-            if not self._can_poll():
-                if not state.callbacks_expected:
-                    raise ReceiverClosedError(
-                        f"task {self.task_id}: the receiver and the client are both closed, "
-                        "so nothing can deliver the result"
-                    )
-                # Callbacks can still arrive: wait for them until the deadline.
-                await state.wait_changed(remaining)
-                continue
-            # A poll (its retries and backoff included) must not outlast the deadline; if
-            # the deadline comes first, the loop goes on to the last-chance poll.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._poll(), remaining)
+        now = time.monotonic()
+        remaining = until - now
+        if remaining <= 0:
+            return None
+        if (
+            state.callbacks_expected
+            and not state.poll_requested
+            and not (self._reattached and self._last_poll is None)
+        ):
+            # Callbacks flowing: stay quiet. Silent for `grace`: poll on the schedule.
+            quiet_for = now - state.last_activity
+            grace = policy.grace_period
+            sleep = max(grace - quiet_for, self._time_to_next_poll(now))
+            if quiet_for >= grace and not state.events and not state.quiet_warned:
+                self._warn_quiet(grace)
+        else:
+            sleep = self._time_to_next_poll(now)
+        if sleep > 0:
+            return state.add_waiter(min(sleep, remaining), wants)
+        if not self._can_poll():
+            if not state.callbacks_expected:
+                raise ReceiverClosedError(
+                    f"task {self.task_id}: the receiver and the client are both closed, "
+                    "so nothing can deliver the result"
+                )
+            # Callbacks can still arrive: wait for them until the deadline.
+            return state.add_waiter(remaining, wants)
+        return None
+
+    async def _poll_or_last_chance(self, until: float) -> bool:
+        """Poll now; True when the deadline has passed (after a last-chance poll)."""
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            # The last chance, bounded as a whole: waiting for another waiter's poll to
+            # finish counts against it too.
+            if self._can_poll():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._poll(), self._policy.final_poll_timeout)
+            return True
+        # A poll (its retries and backoff included) must not outlast the deadline; if
+        # the deadline comes first, the loop goes on to the last-chance poll.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._poll(), remaining)
+        return False
 
     def _warn_quiet(self, grace: float) -> None:
         """Once per task: callbacks were expected and not one came within the grace period,

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import decimal
 import math
 import numbers
+import re
+import sys
 from collections.abc import Iterator
 from typing import Protocol
 
 import yarl
 
 from ._errors import RequestValidationError
-from ._providers import KNOWN_MODELS, Field, LengthLimits, ProviderProfile, limits_for
+from ._providers import KNOWN_MODELS, LengthLimits, ProviderProfile, limits_for
 
 __all__ = [
     "UncheckedModel",
@@ -86,13 +87,17 @@ def require_text(field: str, value: object) -> None:
         raise RequestValidationError(field, value, "is required and must not be empty")
 
 
+# White space as str.isspace() has it (the same Unicode table), and control characters.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def require_url(field: str, value: object) -> yarl.URL:
     """An absolute ``http://`` or ``https://`` URL with a host; returns it parsed."""
     require_text(field, value)
     assert isinstance(value, str)
     if value != value.strip():
         raise RequestValidationError(field, value, "must not start or end with white space")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _SPACE_OR_CONTROL.search(value) is not None:
         raise RequestValidationError(
             field, value, "must not contain spaces or control characters: percent-encode them"
         )
@@ -105,13 +110,19 @@ def require_url(field: str, value: object) -> yarl.URL:
     return url
 
 
+def _is_decimal(value: object) -> bool:
+    # Not imported for this: a Decimal can exist only once its module was imported.
+    decimal = sys.modules.get("decimal")
+    return decimal is not None and isinstance(value, decimal.Decimal)
+
+
 def _check_weight(field: str, value: object) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal)):
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or _is_decimal(value)):
         raise RequestValidationError(field, value, "must be a number between 0 and 1")
     try:
-        x = float(value)
+        x = float(value)  # type: ignore[arg-type]  # a Real or a Decimal
     except (OverflowError, ValueError):  # 10**400 does not fit a float
         raise RequestValidationError(field, value, "must be between 0 and 1 inclusive") from None
     if not math.isfinite(x):
@@ -135,11 +146,12 @@ def _check_length(field: str, value: str | None, limit: int, model: str | None) 
 
 def _check_lengths(request: RequestFields, limits: LengthLimits) -> None:
     model = request.model
-    _check_length("prompt", request.prompt, limits.limit(Field.PROMPT), model)
-    _check_length("lyrics", request.lyrics, limits.limit(Field.PROMPT), model)
-    _check_length("style", request.style, limits.limit(Field.STYLE), model)
-    _check_length("title", request.title, limits.limit(Field.TITLE), model)
-    _check_length("negative_tags", request.negative_tags, limits.limit(Field.NEGATIVE_TAGS), model)
+    # The attributes, not limits.limit(Field...): this runs for every submit.
+    _check_length("prompt", request.prompt, limits.prompt, model)
+    _check_length("lyrics", request.lyrics, limits.prompt, model)  # lyrics share the prompt's
+    _check_length("style", request.style, limits.style, model)
+    _check_length("title", request.title, limits.title, model)
+    _check_length("negative_tags", request.negative_tags, limits.negative_tags, model)
 
 
 def _check_model(model: str | None) -> None:
@@ -208,5 +220,6 @@ def check_provider_lengths(request: RequestFields, profile: ProviderProfile) -> 
     """The lengths ``profile`` caps lower than the model's row (kie: titles at 80).
     Nothing to do, and nothing done, for a provider that adds no cap of its own."""
     limits = profile.limits(request.model)
-    if limits != limits_for(request.model):
+    model_row = limits_for(request.model)
+    if limits is not model_row and limits != model_row:  # the same row, mostly: no compare
         _check_lengths(request, limits)

@@ -1,16 +1,29 @@
-"""One server of the throughput benchmark, in a process of its own:
-``python -m benchmarks._server KIND N JOBS_FILE``.
+"""The servers of the HTTP benchmarks, in-process (the quick smoke run) or as a process of
+their own, pinned to a core (``python -m benchmarks._server KIND SCENARIO N ROUNDS PENDING
+JOBS_PREFIX``).
 
-KIND is ``bare``, ``parse_only``, ``receiver`` or ``receiver_redis`` (the receiver over a
-``RedisBackend`` at ``$ADDVOCALS_BENCH_REDIS``, keys under a prefix of its own). It
-prepares N pending tasks, writes the N callbacks to send (``[url, body]`` pairs) to
-JOBS_FILE, prints ``ready``, and on ``go`` (stdin) starts counting its own CPU time; on
-``stop`` it prints a JSON line with the CPU seconds used and how many callbacks it
-handled, and exits."""
+KIND is ``bare`` (the baseline: a plain aiohttp application whose handler reads the body,
+parses the JSON, finds the task's future by ``data.task_id`` and resolves it: what you
+would write instead of this SDK), ``receiver`` (the SDK's embedded receiver, standard
+library only), ``receiver_speed`` (the receiver with the ``speed`` extra: orjson, uvloop)
+or ``receiver_redis`` (over a ``RedisBackend`` at ``$ADDVOCALS_BENCH_REDIS``).
+
+SCENARIO is ``pending`` (one ``first`` callback per task; nobody awaits: the receiver's
+own throughput) or ``awaited`` (``text``, ``first`` and ``complete`` per task, every task
+awaited by a coroutine of its own: ``await task.complete()``, or an ``await`` on the
+bare handler's future). Each of ROUNDS rounds has its own N tasks; PENDING more tasks are
+registered and never called back (a large live heap, as in production).
+
+As a process it writes each round's requests to ``JOBS_PREFIX.<round>`` (``path<TAB>body``
+lines, for wrk), prints ``ready URL``, then for each ``go`` line on stdin prints the
+round's figures as a JSON line once the round's last callback was handled (``pending``)
+or its last waiter resumed (``awaited``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -18,85 +31,220 @@ import sys
 import time
 from typing import Any
 
-from aiohttp import web
-
-from addvocals_async import CallbackReceiver, TaskRegistry
-from addvocals_async._providers import get_provider
-
-from .pending_memory import register
-from .receiver_throughput import callback_body
+KINDS = ("bare", "receiver", "receiver_speed", "receiver_redis")
+SCENARIOS = ("pending", "awaited")
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, int(runner.addresses[0][1])
+def callback_body(task_id: str, callback_type: str = "first") -> str:
+    """A callback as the API sends it (~1.4 KB for ``first`` with two tracks)."""
+    track = {
+        "id": "3433e3c3-7ccb-4e6a-8454-33cb20e33908", "title": "Harbour Lanterns",
+        "model_name": "chirp-v4-5", "audio_url": "https://files.example.org/av/3433e3c3.mp3",
+        "source_audio_url": "https://origin.example.com/3433e3c3.mp3",
+        "stream_audio_url": "https://stream.example.org/3433e3c3",
+        "source_stream_audio_url": "https://origin.example.com/s/3433e3c3",
+        "image_url": "https://img.example.org/3433e3c3.jpeg",
+        "source_image_url": "https://origin.example.com/i/3433e3c3.jpeg",
+        "prompt": "[Verse] Lanterns on the water, slow and gold", "tags": "neo soul, breathy",
+        "createTime": 1767268905123, "duration": 174.62,
+    }  # fmt: skip
+    partial = {**track, "audio_url": "", "duration": None}
+    tracks = {"text": [], "first": [track, partial], "complete": [track, track]}[callback_type]
+    return json.dumps(
+        {
+            "code": 200,
+            "msg": f"{callback_type} callback",
+            "data": {"callbackType": callback_type, "task_id": task_id, "data": tracks},
+        }
+    )
 
 
-async def main(kind: str, n: int, jobs_file: str) -> None:
-    loop = asyncio.get_running_loop()
-    jobs: list[tuple[str, str]] = []
-    handled = 0
-    receiver: CallbackReceiver | None = None
-    runner: web.AppRunner | None = None
-    if kind in ("receiver", "receiver_redis"):
+class BenchServer:
+    """One server under load, with its tasks prepared round by round."""
+
+    def __init__(self, kind: str, scenario: str, n: int, rounds: int, pending: int) -> None:
+        assert kind in KINDS, kind
+        assert scenario in SCENARIOS, scenario
+        self.kind, self.scenario, self.n, self.rounds = kind, scenario, n, rounds
+        self.pending = pending
+        self.url = ""
+        self.jobs: list[list[tuple[str, str]]] = []  # per round: (path, body)
+        self.resumed = 0  # waiters that resumed (awaited), callbacks handled (bare, pending)
+        self._receiver: Any = None
+        self._runner: Any = None
+        self._waits: list[asyncio.Task[None]] = []
+
+    def handled(self) -> int:
+        if self.scenario == "pending" and self._receiver is not None:
+            return int(self._receiver.stats.accepted)
+        return self.resumed
+
+    async def start(self) -> None:
+        if self.kind == "bare":
+            await self._start_bare()
+        else:
+            await self._start_receiver()
+        gc.collect()
+        gc.freeze()  # what was set up is not the load's garbage
+
+    async def _start_bare(self) -> None:
+        from aiohttp import web
+
+        loop = asyncio.get_running_loop()
+        waiting: dict[str, asyncio.Future[Any]] = {}
+        awaited = self.scenario == "awaited"
+
+        async def dispatching(request: web.Request) -> web.Response:
+            body = json.loads(await request.read())
+            data = body["data"]
+            future = waiting.get(data["task_id"])
+            if future is not None and not future.done():
+                if not awaited:
+                    self.resumed += 1
+                    future.set_result(body)
+                elif data["callbackType"] == "complete":
+                    future.set_result(body)
+            return web.json_response({"status": "received"})
+
+        async def wait(future: asyncio.Future[Any]) -> None:
+            await future
+            self.resumed += 1
+
+        app = web.Application()
+        app.router.add_post("/addvocals/cb/{token}", dispatching)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self._runner = runner
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        for r in range(self.rounds + 1):
+            ids = [
+                secrets.token_hex(16) for _ in range(self.n if r < self.rounds else self.pending)
+            ]
+            for task_id in ids:
+                waiting[task_id] = future = loop.create_future()
+                if awaited and r < self.rounds:
+                    self._waits.append(asyncio.ensure_future(wait(future)))
+            if r < self.rounds:
+                self.jobs.append(self._round_jobs(ids, lambda i: f"/addvocals/cb/t{i}"))
+
+    async def _start_receiver(self) -> None:
+        from addvocals_async import CallbackReceiver, PollPolicy, TaskRegistry, VocalTask
+        from addvocals_async._providers import get_provider
+
         backend = None
-        if kind == "receiver_redis":
+        if self.kind == "receiver_redis":
             from addvocals_async.redis import RedisBackend
 
             prefix = f"bench-{secrets.token_hex(4)}:"
             backend = RedisBackend(os.environ["ADDVOCALS_BENCH_REDIS"], prefix=prefix)
-            await backend.connect()
         receiver = CallbackReceiver(secret=secrets.token_bytes(32), backend=backend)
         await receiver.start()
+        self._receiver = receiver
+        self.url = receiver.url.removesuffix("/addvocals")
         registry = TaskRegistry(receiver.backend, get_provider("apibox"))
-        for _ in range(n):
-            task_id = secrets.token_hex(16)
-            token = await register(receiver, registry, task_id)
-            jobs.append((f"{receiver.url}/cb/{token}", callback_body(task_id)))
-    else:
-        waiting: dict[str, asyncio.Future[Any]] = {}
+        # Callbacks come in time: no poll is due, however long a later round waits.
+        policy = PollPolicy(grace=86_400.0, default_timeout=86_400.0)
 
-        async def parse_only(request: web.Request) -> web.Response:
-            nonlocal handled
-            json.loads(await request.read())
-            handled += 1
-            return web.json_response({"status": "received"})
+        async def wait(task: VocalTask) -> None:
+            await task.complete()
+            self.resumed += 1
 
-        async def dispatching(request: web.Request) -> web.Response:
-            nonlocal handled
-            body = json.loads(await request.read())
-            future = waiting.get(body["data"]["task_id"])
-            if future is not None and not future.done():
-                future.set_result(body)
-                handled += 1
-            return web.json_response({"status": "received"})
+        for r in range(self.rounds + 1):
+            count = self.n if r < self.rounds else self.pending
+            ids, paths = [], []
+            for _ in range(count):
+                task_id = secrets.token_hex(16)
+                fresh = receiver.new_callback_url()
+                state = await registry.bind(registry.expect(fresh.ref), task_id)
+                ids.append(task_id)
+                paths.append(fresh.url.removeprefix(self.url))
+                if self.scenario == "awaited" and r < self.rounds:
+                    task = VocalTask(state, _NoPolls(), policy)
+                    self._waits.append(asyncio.ensure_future(wait(task)))
+            if r < self.rounds:
+                self.jobs.append(self._round_jobs(ids, paths.__getitem__))
 
-        app = web.Application()
-        handler = dispatching if kind == "bare" else parse_only
-        app.router.add_post("/addvocals/cb/{token}", handler)
-        runner, port = await _serve(app)
-        for i in range(n):
-            task_id = secrets.token_hex(16)
-            waiting[task_id] = loop.create_future()
-            jobs.append((f"http://127.0.0.1:{port}/addvocals/cb/t{i}", callback_body(task_id)))
-    with open(jobs_file, "w") as handle:
-        json.dump(jobs, handle)
+    def _round_jobs(self, ids: list[str], path: Any) -> list[tuple[str, str]]:
+        if self.scenario == "pending":
+            return [(path(i), callback_body(task_id)) for i, task_id in enumerate(ids)]
+        return [
+            (path(i), callback_body(task_id, stage))
+            for stage in ("text", "first", "complete")
+            for i, task_id in enumerate(ids)
+        ]
+
+    async def measure(self, round_no: int, load: Any = None) -> dict[str, float]:
+        """Wait for round ``round_no``'s callbacks (sent by ``load``, a coroutine, or by an
+        outside load generator); its wall time from the first to the last."""
+        target = self.n * (round_no + 1)
+        before = self.handled()
+        cpu = time.process_time()
+        sending = asyncio.ensure_future(load) if load is not None else None
+        # Polled every millisecond, the same for every kind: a hook in the receiver's hot
+        # path would change what is measured.
+        while self.handled() == before:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        first = time.perf_counter()
+        while self.handled() < target:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        elapsed = time.perf_counter() - first
+        if sending is not None:
+            await sending
+        callbacks = len(self.jobs[round_no])
+        return {
+            "callbacks": callbacks,
+            "seconds": elapsed,
+            "per_s": callbacks / elapsed if elapsed else float("inf"),
+            "cpu_s": time.process_time() - cpu,
+        }
+
+    async def aclose(self) -> None:
+        for wait in self._waits:
+            wait.cancel()
+        if self._receiver is not None:
+            await self._receiver.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class _NoPolls:
+    """A details source that is never asked: callbacks arrive within the grace period."""
+
+    can_poll = True
+
+    async def details(self, task_id: str, *, attempts: int | None = None) -> Any:
+        raise AssertionError("a benchmark task polled")
+
+
+def write_jobs(jobs: list[tuple[str, str]], path: str) -> None:
+    with open(path, "w") as handle:
+        handle.writelines(f"{p}\t{body}\n" for p, body in jobs)
+
+
+async def main(kind: str, scenario: str, n: int, rounds: int, pending: int, prefix: str) -> None:
+    server = BenchServer(kind, scenario, n, rounds, pending)
+    await server.start()
+    for r, jobs in enumerate(server.jobs):
+        write_jobs(jobs, f"{prefix}.{r}")
+    loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    print("ready", flush=True)
-    await reader.readline()  # go
-    started = time.process_time()
-    await reader.readline()  # stop
-    cpu = time.process_time() - started
-    if receiver is not None:
-        handled = receiver.stats.accepted
-        await receiver.aclose()
-    if runner is not None:
-        await runner.cleanup()
-    print(json.dumps({"cpu": cpu, "handled": handled}), flush=True)
+    print("ready", server.url, flush=True)
+    for r in range(rounds):
+        if not (await reader.readline()).strip():
+            break
+        print(json.dumps(await server.measure(r)), flush=True)
+    await server.aclose()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
+    kind, scenario, n, rounds, pending, prefix = sys.argv[1:]
+    run = main(kind, scenario, int(n), int(rounds), int(pending), prefix)
+    if kind == "receiver_speed":
+        import uvloop
+
+        uvloop.run(run)
+    else:
+        sys.modules["orjson"] = None  # type: ignore[assignment]  # the standard library alone
+        asyncio.run(run)

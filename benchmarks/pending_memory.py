@@ -39,6 +39,7 @@ async def _measure(build: Callable[[], Awaitable[Any]]) -> tuple[int, Any]:
 
 
 async def naive(n: int) -> int:
+    """Bytes for n asyncio tasks, each awaiting a future of its own (kept by id)."""
     loop = asyncio.get_running_loop()
 
     async def wait_for_callback(future: asyncio.Future[None]) -> None:
@@ -47,10 +48,10 @@ async def naive(n: int) -> int:
     async def build() -> Any:
         futures = {secrets.token_hex(16): loop.create_future() for _ in range(n)}
         tasks = [asyncio.ensure_future(wait_for_callback(f)) for f in futures.values()]
+        await asyncio.sleep(0)  # every task is waiting now
         return futures, tasks
 
     size, (futures, tasks) = await _measure(build)
-    await asyncio.sleep(0)  # let every task start waiting
     for future in futures.values():
         future.set_result(None)
     await asyncio.gather(*tasks)
@@ -115,4 +116,41 @@ async def run(n: int = 100_000) -> dict[str, Any]:
         "dispatch_us_large": large * 1e6,
         "dispatch_ratio": large / small,
         "dispatch_goal": GOAL_DISPATCH_RATIO,
+    }
+
+
+async def awaited_memory(n: int) -> dict[str, Any]:
+    """Memory per task once a coroutine awaits it, against one asyncio task awaiting a
+    future per task (the naive design, every task awaited): ``await task.complete()`` on
+    a task registered with a receiver, by a task of its own."""
+    from addvocals_async import PollPolicy, VocalTask
+
+    from ._server import _NoPolls
+
+    naive_bytes = await naive(n)
+    rx = CallbackReceiver(public_url="https://hooks.example.org/addvocals",
+                          secret=secrets.token_bytes(32))  # fmt: skip
+    registry = TaskRegistry(rx.backend, get_provider("apibox"))
+    policy, source = PollPolicy(grace=86_400.0, default_timeout=86_400.0), _NoPolls()
+    waits: list[asyncio.Task[Any]] = []
+
+    async def build() -> Any:
+        for _ in range(n):
+            fresh = rx.new_callback_url()
+            state = await registry.bind(registry.expect(fresh.ref), secrets.token_hex(16))
+            task = VocalTask(state, source, policy)
+            waits.append(asyncio.ensure_future(task.complete()))
+        await asyncio.sleep(0)  # every coroutine is waiting now
+        return registry
+
+    ours_bytes, _ = await _measure(build)
+    for wait in waits:
+        wait.cancel()
+    await asyncio.gather(*waits, return_exceptions=True)
+    await rx.aclose()
+    return {
+        "tasks": n,
+        "naive_bytes_per_task": naive_bytes / n,
+        "our_bytes_per_task": ours_bytes / n,
+        "ratio": ours_bytes / naive_bytes,
     }

@@ -1,8 +1,8 @@
 """The Redis delivery seam (issue 9), against a redis-server this benchmark starts itself
 (``addvocals_async.testing.redis_server``, as the tests do):
 
-- receiver throughput with ``RedisBackend`` vs ``InMemoryBackend``, same load, both
-  receivers loaded side by side as in ``receiver_throughput`` (requests per CPU-second of
+- receiver throughput with ``RedisBackend`` vs ``InMemoryBackend``, same load, the two
+  receivers loaded in interleaved rounds as in ``http_load`` (requests per CPU-second of
   the receiver process; the redis-server's own CPU is reported apart). Goal >= 0.6x.
 - cross-process latency: from a callback's arrival at a receiver process to the coroutine
   awaiting its task in another process resuming, at 1,000 callbacks/s. Goal p99 <= 5 ms.
@@ -37,8 +37,8 @@ from addvocals_async._providers import get_provider
 from addvocals_async.redis import RedisBackend
 from addvocals_async.testing.redis_server import RedisServer
 
-from . import receiver_throughput
-from .receiver_throughput import callback_body
+from . import http_load
+from ._server import callback_body
 
 GOAL_THROUGHPUT = 0.6
 GOAL_P99_MS = 5.0
@@ -59,12 +59,13 @@ async def throughput(server: RedisServer, n: int, rounds: int) -> dict[str, Any]
     for _ in range(rounds):
         assert server.pid is not None
         before = _cpu_seconds(server.pid)
-        results.append(await receiver_throughput._round(n, 48, kinds))
+        rounds_of = await http_load._subprocess_rounds(kinds, "pending", n, 1, 0)
+        results.append({kind: figures[0] for kind, figures in rounds_of.items()})
         redis_cpu.append(_cpu_seconds(server.pid) - before)
-    ratios = [r["receiver"]["cpu"] / r["receiver_redis"]["cpu"] for r in results]
+    ratios = [r["receiver"]["cpu_s"] / r["receiver_redis"]["cpu_s"] for r in results]
     return {
-        "memory_rps_per_cpu_s": n / statistics.median(r["receiver"]["cpu"] for r in results),
-        "redis_rps_per_cpu_s": n / statistics.median(r["receiver_redis"]["cpu"] for r in results),
+        "memory_rps_per_cpu_s": n / statistics.median(r["receiver"]["cpu_s"] for r in results),
+        "redis_rps_per_cpu_s": n / statistics.median(r["receiver_redis"]["cpu_s"] for r in results),
         "ratio": statistics.median(ratios),
         "ratio_range": [min(ratios), max(ratios)],
         "redis_server_cpu_ms_per_callback": 1000 * statistics.median(redis_cpu) / n,

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TextIO
 
-from ._commands import Command
+from ._commands import Command, cmd_serve
 from ._output import EXIT_INTERRUPTED, EXIT_OK, describe, exit_code
 from ._parser import build_parser
 
@@ -44,8 +45,14 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     func: Command = args.func
+    run: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    if func is cmd_serve:  # a long-running receiver: on uvloop when it is installed
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            run = uvloop.run
     try:
-        return asyncio.run(func(args, out))
+        return run(func(args, out))
     except KeyboardInterrupt:
         # On a terminal, end the line the ^C echo left; on a pipe, one plain line.
         sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "interrupted\n")
