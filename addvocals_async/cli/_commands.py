@@ -196,12 +196,27 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
                 if not args.json:
                     out.write(f"follow it with: addvocals wait {task.task_id}\n")
                 return EXIT_OK
-            result = await follow(task, Progress(sys.stderr, quiet=args.json), args.timeout)
+            result = await follow(
+                task,
+                Progress(sys.stderr, quiet=args.json),
+                args.timeout,
+                note=_polling_note(args) if receiver is None else None,
+            )
             emit(result, out, as_json=args.json)
             return EXIT_OK
     finally:
         if receiver is not None:
             await receiver.aclose()
+
+
+def _polling_note(args: argparse.Namespace) -> str:
+    """Why nothing shows for a while: without a receiver here, stages come by polling."""
+    interval = getattr(args, "poll_interval", None)
+    every = f"every {interval:g} s" if interval is not None else "every 10 s, growing to 30 s"
+    return (
+        f"  no receiver in this process: polling the API {every} (--poll-interval; "
+        "--receiver-port and --public-url get each stage as it happens)"
+    )
 
 
 def _file_fields(
@@ -270,7 +285,12 @@ async def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
     try:
         async with _client(args, receiver) as client:
             task = client.task(args.task_id)
-            result = await follow(task, Progress(sys.stderr, quiet=args.json), args.timeout)
+            result = await follow(
+                task,
+                Progress(sys.stderr, quiet=args.json),
+                args.timeout,
+                note=_polling_note(args) if receiver is None else None,
+            )
             emit(result, out, as_json=args.json)
             return EXIT_OK
     finally:

@@ -235,10 +235,15 @@ def emit(result: TaskResult, out: TextIO, *, as_json: bool) -> None:
 # ---------------------------------------------------------------- following, downloading
 
 
-async def follow(task: VocalTask, progress: Progress, timeout: float | None) -> TaskResult:
-    """Show each stage as it arrives, with the lyrics once a track carries them."""
+async def follow(
+    task: VocalTask, progress: Progress, timeout: float | None, *, note: str | None = None
+) -> TaskResult:
+    """Show each stage as it arrives, with the lyrics once a track carries them; ``note``,
+    a line after the first, says how the stages will arrive when that is slow (polling)."""
     lyrics_shown = False
     progress.stage(task.task_id, Stage.PENDING)
+    if note:
+        progress.line(note)
     ticker = asyncio.ensure_future(_tick(task, progress))
     try:
         async for event in task.events(timeout=timeout):
