@@ -514,7 +514,8 @@ async def test_cli_upload_on_apibox_names_the_other_way(
         api = ["--base-url", env.sim.base_url, "--api-key", env.sim.api_key]
         code, _, err = await run_main(capsys, "upload", str(beat), *api)
         assert code == 2
-        assert "--serve-file" in err
+        # The options belong to submit, not upload: the line names the command.
+        assert "addvocals submit --file FILE --serve-file --wait" in err
         code, _, err = await run_main(capsys, "submit", "--file", str(beat), *cli_request(), *api)
         assert code == 2
         assert "--wait" in err

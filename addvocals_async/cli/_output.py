@@ -332,8 +332,8 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, UploadUnavailableError):
         return (
             f"the {exc.provider} provider has no upload API: serve the file from here with "
-            "--serve-file --wait --receiver-port PORT (and --public-url URL when the API "
-            "cannot reach this machine)"
+            "addvocals submit --file FILE --serve-file --wait --receiver-port PORT ... (and "
+            "--public-url URL when the API cannot reach this machine)"
         )
     if _refuses_overwrite(exc):
         # The SDK's refusal to overwrite: "<path> exists; pass overwrite=True ..."
