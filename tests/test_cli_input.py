@@ -208,3 +208,19 @@ def test_the_exit_code_list_names_7() -> None:
     epilog = build_parser().epilog or ""
     assert "7 local files" in epilog
     assert "6 network" in epilog
+
+
+@pytest.mark.parametrize(
+    ("argv", "debug"),
+    [
+        (["--debug", "credits"], True),
+        (["credits", "--debug"], True),
+        (["wait", "abc", "--debug"], True),
+        (["simulate", "--debug"], True),
+        (["credits"], False),
+    ],
+)
+def test_debug_is_taken_before_or_after_the_command(argv: list[str], debug: bool) -> None:
+    """People add ``--debug`` at the end of the line that failed; argparse alone refused it
+    there ("unrecognized arguments")."""
+    assert build_parser().parse_args(argv).debug is debug

@@ -326,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=_speed, default=40.0, help="time compression of the simulator (default: 40)"
     )
     p.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():
+        # Where people type it too (``addvocals wait ID --debug``); absent, the value
+        # given before the command stands.
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
 
 
