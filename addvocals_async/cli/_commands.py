@@ -387,7 +387,10 @@ async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         on_unclaimed=emit_event,
         **options,
     )
+    backend = options.get("backend")
     async with receiver:
+        if backend is not None:
+            sys.stderr.write(f"publishing every genuine callback to Redis at {backend.url}\n")
         sys.stderr.write(f"receiving callbacks at {receiver.url}/cb/<token> (Ctrl-C to stop)\n")
         sys.stderr.flush()
         await asyncio.Event().wait()
