@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--file",
         metavar="PATH",
-        help="a local instrumental (MP3, WAV, FLAC, OGG, M4A, up to 100 MB): uploaded to the "
+        help="a local instrumental (MP3, WAV, FLAC, OGG, M4A, up to 100 MiB): uploaded to the "
         "provider (sunoapi, kie), or served from the receiver (apibox; needs --wait and "
         "--receiver-port/--public-url)",
     )
