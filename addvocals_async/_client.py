@@ -272,7 +272,7 @@ class AddVocalsClient:
         that never opened); anything ambiguous is raised with ``maybe_submitted=True``.
 
         ``audio=Path("beat.mp3")`` instead of ``upload_url`` sends a local file. It is
-        checked first (``LocalFileError``: missing, not a regular file, over 100 MB, not
+        checked first (``LocalFileError``: missing, not a regular file, over 100 MiB, not
         audio by its first bytes), then ``audio_via`` decides how the API gets it:
 
         - ``"auto"`` (default): the provider's upload API where there is one (sunoapi,
@@ -405,7 +405,7 @@ class AddVocalsClient:
         ``source`` is a file path (checked first, then streamed: never read whole into
         memory), bytes (base64 up to 1 MB, multipart above), or a seekable file opened
         in binary mode. Every kind is checked to be audio by its first bytes and at most
-        ``max_bytes`` (default 100 MB): ``LocalFileError`` otherwise, with nothing sent.
+        ``max_bytes`` (default 100 MiB): ``LocalFileError`` otherwise, with nothing sent.
         ``file_name`` defaults to the file's own (kie overwrites an earlier upload of the
         same name). ``progress(sent, total)`` is called as bytes go out.
 
