@@ -335,6 +335,13 @@ def describe(exc: BaseException) -> str:
             "addvocals submit --file FILE --serve-file --wait --receiver-port PORT ... (and "
             "--public-url URL when the API cannot reach this machine)"
         )
+    if isinstance(exc, LocalFileError) and "max_bytes=" in exc.reason:
+        # The SDK's hint names a keyword the command line does not have.
+        reason = exc.reason.split(" (", 1)[0]
+        return (
+            f"{exc.path}: {reason} (an MP3 of it is smaller; or host it yourself and pass "
+            "--upload-url, which the API may still refuse)"
+        )
     if _refuses_overwrite(exc):
         # The SDK's refusal to overwrite: "<path> exists; pass overwrite=True ..."
         what = str(exc.args[0]).split(";")[0] if exc.args else "the file exists"
