@@ -290,6 +290,7 @@ async def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
                 Progress(sys.stderr, quiet=args.json),
                 args.timeout,
                 note=_polling_note(args) if receiver is None else None,
+                reattached=True,
             )
             emit(result, out, as_json=args.json)
             return EXIT_OK

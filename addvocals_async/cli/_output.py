@@ -236,12 +236,21 @@ def emit(result: TaskResult, out: TextIO, *, as_json: bool) -> None:
 
 
 async def follow(
-    task: VocalTask, progress: Progress, timeout: float | None, *, note: str | None = None
+    task: VocalTask,
+    progress: Progress,
+    timeout: float | None,
+    *,
+    note: str | None = None,
+    reattached: bool = False,
 ) -> TaskResult:
     """Show each stage as it arrives, with the lyrics once a track carries them; ``note``,
-    a line after the first, says how the stages will arrive when that is slow (polling)."""
+    a line after the first, says how the stages will arrive when that is slow (polling).
+    ``reattached``: a task submitted earlier (``wait``), not just now."""
     lyrics_shown = False
-    progress.stage(task.task_id, Stage.PENDING)
+    if reattached:
+        progress.line(f"[{progress.elapsed()}] {task.task_id}: re-attached, asking the API")
+    else:
+        progress.stage(task.task_id, Stage.PENDING)
     if note:
         progress.line(note)
     ticker = asyncio.ensure_future(_tick(task, progress))
