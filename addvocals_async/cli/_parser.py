@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Submit an instrumental; prints the task id first.",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--upload-url", help="public URL of the instrumental (MP3, WAV)")
+    source.add_argument(
+        "--upload-url", help="public URL of the instrumental (MP3, WAV, FLAC, OGG, M4A)"
+    )
     source.add_argument(
         "--file",
         metavar="PATH",
