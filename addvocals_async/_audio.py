@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_AUDIO_BYTES = 100 * 1024 * 1024
-"""The largest instrumental sent unless ``max_bytes=`` says otherwise: 100 MB, the size
+"""The largest instrumental sent unless ``max_bytes=`` says otherwise: 100 MiB, the size
 kie advises at most for its URL uploads (API-SPEC §7); no provider states another limit.
 An eight-minute 16-bit stereo WAV, the longest input a sibling page allows, is about
 85 MB."""
@@ -90,7 +90,10 @@ def check_max_bytes(max_bytes: int | None) -> int:
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size} bytes"
+    """In the unit of the limit (100 MiB), so that the limit reads as documented."""
+    if size < 1 << 20:
+        return f"{size} bytes"
+    return f"{size / (1 << 20):.1f}".removesuffix(".0") + " MiB"
 
 
 def check_audio_file(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> AudioFile:

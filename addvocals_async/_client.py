@@ -14,6 +14,7 @@ It composes the parts below it and adds nothing of its own but argument checking
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import attrs
+import yarl
 
 from ._api import AddVocalsAPI
 from ._audio import check_audio_file
@@ -199,7 +201,26 @@ class AddVocalsClient:
             # A receiver that never serves (a worker behind a receiver tier) still needs
             # its seam: a store out of reach fails here, clearly, not on the first task.
             await self.receiver.backend.connect()
+            self._warn_if_unreachable()
         return self
+
+    def _warn_if_unreachable(self) -> None:
+        """A receiver advertising a loopback or private address to an API elsewhere gets
+        no callback: say so now, not after a silent grace period."""
+        assert self.receiver is not None
+        try:
+            callback_host = yarl.URL(self.receiver.url).host
+        except RuntimeError:  # not started (mounted, or started later): nothing known yet
+            return
+        if _is_local(callback_host) and not _is_local(yarl.URL(str(self.base_url)).host):
+            log.warning(
+                "the receiver's URL %s is a local address the API at %s cannot reach: "
+                "callbacks will not arrive, and tasks will poll after the grace period. "
+                "Pass public_url= (a reverse proxy or tunnel to this port; "
+                "README: 'Exposing the receiver')",
+                self.receiver.url,
+                self.base_url,
+            )
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
@@ -283,7 +304,7 @@ class AddVocalsClient:
         that never opened); anything ambiguous is raised with ``maybe_submitted=True``.
 
         ``audio=Path("beat.mp3")`` instead of ``upload_url`` sends a local file. It is
-        checked first (``LocalFileError``: missing, not a regular file, over 100 MB, not
+        checked first (``LocalFileError``: missing, not a regular file, over 100 MiB, not
         audio by its first bytes), then ``audio_via`` decides how the API gets it:
 
         - ``"auto"`` (default): the provider's upload API where there is one (sunoapi,
@@ -423,7 +444,7 @@ class AddVocalsClient:
         ``source`` is a file path (checked first, then streamed: never read whole into
         memory), bytes (base64 up to 1 MB, multipart above), or a seekable file opened
         in binary mode. Every kind is checked to be audio by its first bytes and at most
-        ``max_bytes`` (default 100 MB): ``LocalFileError`` otherwise, with nothing sent.
+        ``max_bytes`` (default 100 MiB): ``LocalFileError`` otherwise, with nothing sent.
         ``file_name`` defaults to the file's own (kie overwrites an earlier upload of the
         same name). ``progress(sent, total)`` is called as bytes go out.
 
@@ -654,3 +675,16 @@ def _surely_not_created(error: BaseException) -> bool:
     if isinstance(error, (APIError, APIConnectionError)):
         return not error.maybe_submitted
     return False
+
+
+def _is_local(host: str | None) -> bool:
+    """Loopback, private or link-local: not reachable from the internet."""
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # a name: assume it resolves where it should
+    return address.is_loopback or address.is_private or address.is_link_local

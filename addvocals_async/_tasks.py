@@ -299,7 +299,7 @@ class TaskState:
     def request_poll(self) -> None:
         """Something says the task moved, through a channel not trusted with its content
         (a callback on a URL not proven to be this task's): waiters poll as soon as the
-        poll schedule allows."""
+        per-task floor (``PollPolicy.min_interval``) allows, not the polling schedule."""
         self.poll_requested = True
         self._notify()
 
@@ -648,7 +648,9 @@ class VocalTask:
     def _time_to_next_poll(self, now: float) -> float:
         if self._last_poll is None:
             return 0.0
-        interval = self._poll_interval or 0.0
+        # A callback naming the task asked for a poll: only the per-task floor applies,
+        # not the growing schedule (10-30 s), which is for silence.
+        interval = 0.0 if self._state.poll_requested else self._poll_interval or 0.0
         interval = max(interval, self._policy.poll_floor)
         return self._last_poll + interval - now
 

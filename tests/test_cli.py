@@ -591,6 +591,21 @@ async def test_failed_task_exits_4(sim: Simulator, capsys: pytest.CaptureFixture
     assert "Traceback" not in run.err
 
 
+async def test_waiting_by_polling_says_so(
+    sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a receiver the next stage may be 10-30 s away: one line says why, and how
+    to get the stages sooner, instead of a silent wait."""
+    task_id = await submit_dead_callback(sim)
+    run = await run_main(capsys, "wait", task_id, "--poll-interval", "0.5", *api(sim))
+    assert run.code == 0, run.err
+    (note,) = [line for line in run.err_lines if "polling" in line]
+    assert "every 0.5 s" in note, note
+    assert "--receiver-port" in note, note
+    run = await run_main(capsys, "status", task_id, *api(sim))  # no wait, no such line
+    assert "polling" not in run.err
+
+
 async def test_wait_timeout_exits_5_and_says_how_to_resume(
     slow_sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -622,9 +637,14 @@ async def test_ctrl_c_during_wait(slow_sim: Simulator, receiver: list[str]) -> N
         assert time.monotonic() - interrupted < 3
     assert proc.returncode == 130
     assert out == b""
-    assert err.decode() == (
-        f"interrupted\nthe task goes on; resume with: addvocals wait {task_id}\n"
+    *before, last_but_one, last = err.decode().splitlines()
+    assert (last_but_one, last) == (
+        "interrupted",
+        f"the task goes on; resume with: addvocals wait {task_id}",
     )
+    # Only the line that says the wait polls (no receiver) may come before it.
+    assert len(before) == (0 if receiver else 1), before
+    assert all(line.startswith("  no receiver in this process: polling") for line in before)
 
 
 # ---------------------------------------------------------------- serve

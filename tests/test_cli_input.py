@@ -208,3 +208,37 @@ def test_the_exit_code_list_names_7() -> None:
     epilog = build_parser().epilog or ""
     assert "7 local files" in epilog
     assert "6 network" in epilog
+
+
+@pytest.mark.parametrize(
+    ("argv", "debug"),
+    [
+        (["--debug", "credits"], True),
+        (["credits", "--debug"], True),
+        (["wait", "abc", "--debug"], True),
+        (["simulate", "--debug"], True),
+        (["credits"], False),
+    ],
+)
+def test_debug_is_taken_before_or_after_the_command(argv: list[str], debug: bool) -> None:
+    """People add ``--debug`` at the end of the line that failed; argparse alone refused it
+    there ("unrecognized arguments")."""
+    assert build_parser().parse_args(argv).debug is debug
+
+
+def test_a_file_over_the_limit_names_what_the_command_line_can_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The SDK says "pass max_bytes=", which the command line has no option for."""
+    big = tmp_path / "big.mp3"
+    with big.open("wb") as file:
+        file.write(b"ID3\x04\x00\x00\x00\x00\x00\x00")
+        file.truncate(101 << 20)  # sparse
+    argv = ["upload", str(big), "--provider", "kie", "--api-key", "k",
+            "--base-url", "http://127.0.0.1:9"]  # fmt: skip
+    code, err = run(argv, capsys)
+    assert code == EXIT_FILES, err
+    line = error_line(err)
+    assert "over the 100 MiB limit" in line
+    assert "max_bytes" not in line
+    assert "--upload-url" in line

@@ -297,3 +297,28 @@ async def test_an_ambiguous_submit_carries_the_task_id_a_callback_named(
             await client.add_vocals(**REQUEST)
     assert caught.value.maybe_submitted is True
     assert caught.value.task_id == TASK
+
+
+@pytest.mark.parametrize(
+    ("base_url", "public_url", "warned"),
+    [
+        ("https://api.api.box", None, True),  # the real API, a loopback receiver: no callback
+        ("https://api.api.box", "https://hooks.example.org/av", False),
+        ("http://127.0.0.1:9", None, False),  # a simulator on this machine reaches it
+    ],
+)
+async def test_a_receiver_the_api_cannot_reach_is_named_at_start(
+    base_url: str, public_url: str | None, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without this, a newcomer's first real task sat silent for the 60 s grace period."""
+    caplog.set_level("WARNING", logger="addvocals_async")
+    async with (
+        CallbackReceiver(secret=SECRET, public_url=public_url) as receiver,
+        AddVocalsClient("k", base_url=base_url, receiver=receiver),
+    ):
+        pass
+    lines = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
+    assert len(lines) == warned, lines
+    if warned:
+        assert "public_url=" in lines[0]
+        assert "127.0.0.1" in lines[0]

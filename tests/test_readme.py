@@ -149,7 +149,9 @@ async def test_readme_block_runs_as_pasted(block: Block, tmp_path: Path, sim: Si
     )
     out = await _run(sys.executable, "snippet.py", cwd=tmp_path, env=env)
     if "client.download" in block.code:  # the quick start: two tracks saved, lyrics shown
-        saved = sorted((tmp_path / "songs").iterdir())
+        folder = re.search(r'client\.download\(track, "([^"]+)"\)', block.code)
+        assert folder is not None, "the quick start downloads into a named folder"
+        saved = sorted((tmp_path / folder.group(1)).iterdir())
         assert len(saved) == 2, out
         assert "lyrics: None" not in out
         assert "lyrics: [Verse]" in out

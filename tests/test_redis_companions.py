@@ -274,6 +274,32 @@ async def test_cli_submit_wait_through_a_receiver_tier(
         assert sim.count(path=sim.profile.details_path) == 0
 
 
+async def test_cli_serve_redis_says_where_it_publishes_without_the_password(
+    redis_server: RedisServer,
+) -> None:
+    """The tier's first lines say it publishes to Redis, and where (the password masked)."""
+    url = f"redis://default:{PASSWORD}@127.0.0.1:{redis_server.port}/0"  # nopass: any works
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADDVOCALS_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "addvocals_async", "serve", "--port", "0", "--secret", SECRET,
+        "--redis", url, env={**env, **CHILD_TESTING}, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        while not lines or not lines[-1].startswith("receiving callbacks at "):
+            line = await asyncio.wait_for(process.stderr.readline(), 15)
+            assert line, lines
+            lines.append(line.decode())
+    finally:
+        process.terminate()
+        await process.wait()
+    (publishing,) = [line for line in lines if "Redis" in line]
+    assert f"127.0.0.1:{redis_server.port}" in publishing
+    assert PASSWORD not in "".join(lines)
+
+
 async def test_cli_redis_unreachable_exits_6_without_the_password() -> None:
     url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
     secret = secrets.token_urlsafe(24)

@@ -448,6 +448,35 @@ async def test_restarted_receiver_with_the_same_secret_gets_the_callbacks() -> N
 
 
 @pytest.mark.real_timing
+async def test_a_callback_naming_a_reattached_task_polls_before_the_poll_interval() -> None:
+    """The README promises a re-attached task "polls again the moment a callback names it":
+    a callback must not wait out the polling interval (10-30 s by default), only the
+    per-task floor (``min_interval``)."""
+    async with Simulator(speed=1000, seed=0, stage_times=LATE_COMPLETE) as sim:
+        async with (
+            CallbackReceiver(secret=SECRET) as receiver_a,
+            client_for(sim, receiver_a) as client_a,
+        ):
+            task = await client_a.add_vocals(**REQUEST)
+            await task.first(timeout=5)
+        port = yarl.URL(receiver_a.url).port
+        slow_schedule = PollPolicy(grace=30.0, initial=30.0, maximum=30.0, min_interval=0.05)
+        async with (
+            CallbackReceiver(secret=SECRET, port=port or 0) as receiver_b,
+            client_for(sim, receiver_b, slow_schedule) as client_b,
+        ):
+            again = client_b.task(task.task_id)
+            started = time.monotonic()
+            # The complete callback comes within a second; the poll before the deadline
+            # (which also finds the result) must not be what resolves the wait.
+            result = await again.complete(timeout=10)
+            took = time.monotonic() - started
+            assert took < 3.0, took
+            assert (result.stage, result.source) == (Stage.COMPLETE, "poll")
+            assert receiver_b.stats.ignored == 1
+
+
+@pytest.mark.real_timing
 async def test_a_reattached_task_is_not_completed_through_another_tasks_old_url() -> None:
     """The attack on a restarted worker: a genuine old URL of task B (from a proxy log, or
     the callBackUrl record-info echoes) carries a forged complete for task A, with the

@@ -28,7 +28,7 @@ from addvocals_async import (
     TaskFailedError,
     UploadUnavailableError,
 )
-from addvocals_async._audio import audio_type
+from addvocals_async._audio import DEFAULT_MAX_AUDIO_BYTES, audio_type, check_audio_file
 from addvocals_async.cli import main
 from addvocals_async.cli._output import Progress, TransferBar, format_transfer
 
@@ -237,6 +237,15 @@ async def test_a_bad_local_file_is_refused_before_anything_is_sent(
         with pytest.raises(LocalFileError):
             env.receiver.serve_file(path)
         assert env.sim.requests == []
+
+
+def test_the_default_size_limit_reads_as_documented(tmp_path: Path) -> None:
+    """The README says 100 MiB; the refusal said "over the 104.9 MB limit"."""
+    big = write_mp3(tmp_path / "big.mp3")
+    with big.open("r+b") as file:
+        file.truncate(DEFAULT_MAX_AUDIO_BYTES + (1 << 20))  # sparse: nothing is written
+    with pytest.raises(LocalFileError, match=r"is 101 MiB, over the 100 MiB limit"):
+        check_audio_file(big)
 
 
 async def test_the_size_limit_is_checked_before_sending(tmp_path: Path) -> None:
@@ -514,7 +523,8 @@ async def test_cli_upload_on_apibox_names_the_other_way(
         api = ["--base-url", env.sim.base_url, "--api-key", env.sim.api_key]
         code, _, err = await run_main(capsys, "upload", str(beat), *api)
         assert code == 2
-        assert "--serve-file" in err
+        # The options belong to submit, not upload: the line names the command.
+        assert "addvocals submit --file FILE --serve-file --wait" in err
         code, _, err = await run_main(capsys, "submit", "--file", str(beat), *cli_request(), *api)
         assert code == 2
         assert "--wait" in err

@@ -208,12 +208,27 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
                     out.write(f"follow it with: addvocals wait {task.task_id}\n")
                 return EXIT_OK
             args.following = task.task_id  # Ctrl-C from here on: say how to resume
-            result = await follow(task, Progress(sys.stderr, quiet=args.json), args.timeout)
+            result = await follow(
+                task,
+                Progress(sys.stderr, quiet=args.json),
+                args.timeout,
+                note=_polling_note(args) if receiver is None else None,
+            )
             emit(result, out, as_json=args.json)
             return EXIT_OK
     finally:
         if receiver is not None:
             await receiver.aclose()
+
+
+def _polling_note(args: argparse.Namespace) -> str:
+    """Why nothing shows for a while: without a receiver here, stages come by polling."""
+    interval = getattr(args, "poll_interval", None)
+    every = f"every {interval:g} s" if interval is not None else "every 10 s, growing to 30 s"
+    return (
+        f"  no receiver in this process: polling the API {every} (--poll-interval; "
+        "--receiver-port and --public-url get each stage as it happens)"
+    )
 
 
 def _file_fields(
@@ -284,7 +299,11 @@ async def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
             task = client.task(args.task_id)
             args.following = task.task_id
             result = await follow(
-                task, Progress(sys.stderr, quiet=args.json), args.timeout, submitted=False
+                task,
+                Progress(sys.stderr, quiet=args.json),
+                args.timeout,
+                note=_polling_note(args) if receiver is None else None,
+                reattached=True,
             )
             emit(result, out, as_json=args.json)
             return EXIT_OK
@@ -392,7 +411,10 @@ async def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         on_unclaimed=emit_event,
         **options,
     )
+    backend = options.get("backend")
     async with receiver, stop_signals() as stopped:
+        if backend is not None:
+            sys.stderr.write(f"publishing every genuine callback to Redis at {backend.url}\n")
         sys.stderr.write(f"receiving callbacks at {receiver.url}/cb/<token> (Ctrl-C to stop)\n")
         sys.stderr.flush()
         signum = await stopped

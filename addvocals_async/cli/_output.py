@@ -241,15 +241,23 @@ def emit(result: TaskResult, out: TextIO, *, as_json: bool) -> None:
 
 
 async def follow(
-    task: VocalTask, progress: Progress, timeout: float | None, *, submitted: bool = True
+    task: VocalTask,
+    progress: Progress,
+    timeout: float | None,
+    *,
+    note: str | None = None,
+    reattached: bool = False,
 ) -> TaskResult:
-    """Show each stage as it arrives, with the lyrics once a track carries them.
-    ``submitted``: this command submitted the task (else it re-attached to it)."""
+    """Show each stage as it arrives, with the lyrics once a track carries them; ``note``,
+    a line after the first, says how the stages will arrive when that is slow (polling).
+    ``reattached``: a task submitted earlier (``wait``), not just now."""
     lyrics_shown = False
-    if submitted:
-        progress.stage(task.task_id, Stage.PENDING)
-    else:
+    if reattached:
         progress.line(f"[{progress.elapsed()}] {task.task_id}: {FOLLOWING}")
+    else:
+        progress.stage(task.task_id, Stage.PENDING)
+    if note:
+        progress.line(note)
     ticker = asyncio.ensure_future(_tick(task, progress))
     try:
         async for event in task.events(timeout=timeout):
@@ -374,8 +382,15 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, UploadUnavailableError):
         return (
             f"the {exc.provider} provider has no upload API: serve the file from here with "
-            "--serve-file --wait --receiver-port PORT (and --public-url URL when the API "
-            "cannot reach this machine)"
+            "addvocals submit --file FILE --serve-file --wait --receiver-port PORT ... (and "
+            "--public-url URL when the API cannot reach this machine)"
+        )
+    if isinstance(exc, LocalFileError) and "max_bytes=" in exc.reason:
+        # The SDK's hint names a keyword the command line does not have.
+        reason = exc.reason.split(" (", 1)[0]
+        return (
+            f"{exc.path}: {reason} (an MP3 of it is smaller; or host it yourself and pass "
+            "--upload-url, which the API may still refuse)"
         )
     if _refuses_overwrite(exc):
         # The SDK's refusal to overwrite: "<path> exists; pass overwrite=True ..."

@@ -187,11 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Submit an instrumental; prints the task id first.",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--upload-url", help="public URL of the instrumental (MP3, WAV)")
+    source.add_argument(
+        "--upload-url", help="public URL of the instrumental (MP3, WAV, FLAC, OGG, M4A)"
+    )
     source.add_argument(
         "--file",
         metavar="PATH",
-        help="a local instrumental (MP3, WAV, FLAC, OGG, M4A, up to 100 MB): uploaded to the "
+        help="a local instrumental (MP3, WAV, FLAC, OGG, M4A, up to 100 MiB): uploaded to the "
         "provider (sunoapi, kie), or served from the receiver (apibox; needs --wait and "
         "--receiver-port/--public-url)",
     )
@@ -338,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=_speed, default=40.0, help="time compression of the simulator (default: 40)"
     )
     p.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():
+        # Where people type it too (``addvocals wait ID --debug``); absent, the value
+        # given before the command stands.
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
 
 

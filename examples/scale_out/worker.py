@@ -90,12 +90,12 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("redis")
-    parser.add_argument("public_url")
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--tasks", type=int, default=10)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--prefix", default="addvocals:")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("redis", help="the Redis the receiver tier publishes to")
+    parser.add_argument("public_url", help="the tier's address as the API reaches it")
+    parser.add_argument("--name", required=True, help="this worker's pending-store name")
+    parser.add_argument("--tasks", type=int, default=10, help="how many tasks to submit")
+    parser.add_argument("--resume", action="store_true", help="await what --name had in flight")
+    parser.add_argument("--prefix", default="addvocals:", help="the tier's Redis key prefix")
     parser.add_argument("--grace", type=float, default=60.0, help="seconds before polling")
     asyncio.run(main(parser.parse_args()))
