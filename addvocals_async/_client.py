@@ -650,7 +650,8 @@ class AddVocalsClient:
         file (MP3, WAV, FLAC, Ogg, M4A) or image (JPEG, PNG, WebP, GIF), is refused.
         Failures raise ``APITimeoutError``, ``APIConnectionError`` (too large, connection
         lost) or ``APIError`` (``NotFoundError`` for an expired file, a refused type);
-        ``FileExistsError`` when the file exists and ``overwrite`` is false.
+        ``DownloadExistsError`` (a ``FileExistsError``) when the file exists and
+        ``overwrite`` is false.
         """
         return await download(
             self._transport.session,

@@ -33,6 +33,7 @@ from ._errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    DownloadExistsError,
     NotFoundError,
     RequestValidationError,
 )
@@ -359,11 +360,13 @@ def _download_target(
         dest = folder / _file_name(track, url, kind)
     dest = Path(dest)
     if dest.exists() and not overwrite:
-        refusal = FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
-        refusal.filename = str(dest)  # which file: a caller may keep it and go on
-        raise refusal
+        # filename says which file: a caller may keep it and go on
+        raise DownloadExistsError(str(dest), "exists; pass overwrite=True to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     return dest
+
+
+_APPEARED = "appeared meanwhile; not overwriting it"
 
 
 def _finish_download(temp_name: str, target: Path, *, overwrite: bool) -> None:
@@ -376,10 +379,12 @@ def _finish_download(temp_name: str, target: Path, *, overwrite: bool) -> None:
     try:
         os.link(temp_name, target)
     except FileExistsError:
-        raise FileExistsError(f"{target} appeared meanwhile; not overwriting it") from None
+        raise DownloadExistsError(str(target), "appeared meanwhile; not overwriting it") from None
     except OSError:
         if target.exists():
-            raise FileExistsError(f"{target} appeared meanwhile; not overwriting it") from None
+            raise DownloadExistsError(
+                str(target), "appeared meanwhile; not overwriting it"
+            ) from None
         os.replace(temp_name, target)
         return
     os.unlink(temp_name)

@@ -19,6 +19,7 @@
     ├── ReceiverClosedError
     ├── DeliveryUnavailableError                  the delivery seam's store is unreachable
     ├── LocalFileError (also ValueError)          a local file is missing, too big, not audio
+    ├── DownloadExistsError (also FileExistsError) a download would replace a file
     └── UploadUnavailableError                    the provider has no upload API (apibox)
 
 No message built here ever contains an API key, an HMAC key or a receiver secret: errors
@@ -37,6 +38,7 @@ __all__ = [
     "AddVocalsError",
     "AuthenticationError",
     "DeliveryUnavailableError",
+    "DownloadExistsError",
     "InsufficientCreditsError",
     "InvalidParametersError",
     "LocalFileError",
@@ -280,6 +282,23 @@ class LocalFileError(AddVocalsError, ValueError):
         return (type(self), (self.path, self.reason), self.__dict__)
 
 
+class DownloadExistsError(AddVocalsError, FileExistsError):
+    """``client.download`` refused to replace a file that is already there (pass
+    ``overwrite=True`` to replace it); nothing was written. A ``FileExistsError`` too, so
+    code that caught that keeps working; ``filename`` is the file that exists."""
+
+    def __init__(self, filename: str, reason: str) -> None:
+        super().__init__(f"{filename} {reason}")
+        self.filename = filename
+        self.reason = reason
+
+    def __str__(self) -> str:  # not OSError's "[Errno None] None: ...", which filename brings
+        return f"{self.filename} {self.reason}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.filename, self.reason))
+
+
 class UploadUnavailableError(AddVocalsError):
     """The provider documents no file-upload API (api.box): ``client.upload`` cannot work
     there. Let the receiver serve the file instead: ``add_vocals(audio=Path(...))`` or
@@ -289,8 +308,8 @@ class UploadUnavailableError(AddVocalsError):
         self.provider = provider
         super().__init__(
             f"the {provider} provider has no file-upload API: let your receiver serve the "
-            "file instead, with add_vocals(audio=Path('beat.mp3'), ...) or "
-            "upload_url=receiver.serve_file('beat.mp3')"
+            "file instead, with add_vocals(audio=Path(...), ...) or "
+            "upload_url=receiver.serve_file(path)"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

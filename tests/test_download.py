@@ -15,6 +15,7 @@ from helpers import REQUEST, FakeApi, client_for
 from addvocals_async import (
     AddVocalsClient,
     APIError,
+    DownloadExistsError,
     NotFoundError,
     RequestValidationError,
     Track,
@@ -78,8 +79,10 @@ async def test_download_writes_both_tracks_atomically(sim: Simulator, tmp_path: 
             for t in tracks
         ]
         cover = await client.download(tracks[0], tmp_path / "cover.jpeg", kind="image")
-        with pytest.raises(FileExistsError):
+        with pytest.raises(DownloadExistsError) as refused:
             await client.download(tracks[0], paths[0])
+        assert isinstance(refused.value, FileExistsError)  # what code before it caught
+        assert refused.value.filename == str(paths[0])
         again = await client.download(tracks[0], paths[0], overwrite=True)
     assert again == paths[0]
     assert [p.name for p in paths] == [f"{t.id}.mp3" for t in tracks]
@@ -167,7 +170,7 @@ async def test_a_file_that_appears_during_a_download_is_not_overwritten(
             if not target.exists():
                 target.write_bytes(b"theirs")
 
-        with pytest.raises(FileExistsError, match="appeared meanwhile"):
+        with pytest.raises(DownloadExistsError, match="appeared meanwhile"):
             await client.download(tracks[0], target, progress=someone_else_writes)
     assert target.read_bytes() == b"theirs"
     assert [p.name for p in tmp_path.iterdir()] == ["song.mp3"]  # no .part left behind
