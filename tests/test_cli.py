@@ -826,3 +826,15 @@ async def test_doctor_says_whether_the_public_url_reaches_a_receiver_here(
     assert wrong.code == 6, wrong
     assert "NOT reachable" in wrong.out
     assert dead in wrong.out
+
+
+async def test_a_provider_that_does_not_match_the_host_is_named_in_the_error(
+    sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = await run_main(capsys, "credits", *api(sim), "--provider", "kie")  # an apibox host
+    assert run.code == 3
+    run.assert_one_error_line("404", "--provider", "--base-url")
+    run = await run_main(capsys, "status", "no-such-task", *api(sim))
+    assert run.code == 3
+    line = run.assert_one_error_line("404", "no-such-task")
+    assert "--provider" not in line  # an unknown task is not a wrong host

@@ -32,6 +32,7 @@ from .. import (
     APIError,
     DeliveryUnavailableError,
     LocalFileError,
+    NotFoundError,
     ReceiverClosedError,
     RequestValidationError,
     Stage,
@@ -403,6 +404,12 @@ def describe(exc: BaseException) -> str:
         return (
             "the API needs a callback URL: pass --callback-url URL, or --wait with "
             "--receiver-port PORT (and --public-url URL when the API cannot reach this machine)"
+        )
+    if isinstance(exc, NotFoundError) and exc.task_id is None:
+        # No task named: the host has no such route, as when --provider does not match it.
+        return (
+            f"{exc} (this host has no such route: check that --provider, apibox, sunoapi or "
+            "kie, matches --base-url)"
         )
     if (
         isinstance(exc, OSError)
