@@ -211,12 +211,13 @@ async def test_a_worker_killed_mid_flight_resumes_every_task(cluster: Cluster) -
 
 @pytest.mark.slow
 async def test_redis_stopped_and_restarted_under_the_whole_cluster(tmp_path: Path) -> None:
-    """Redis away for 2 s while two workers await 20 tasks through three receivers: the
+    """Redis away for 10 s while two workers await 20 tasks through three receivers: the
     receivers answer 503 and the sender retries, the workers poll meanwhile, every task
     completes once, and each process says "lost" and "back" once."""
     with RedisServer() as server:
         cluster = Cluster(server.url, "outage:", tmp_path)
-        times = StageTimes(text=300.0, first=1500.0, complete=3000.0)
+        # The outage spans the first and the last stage of every task (at speed 1000).
+        times = StageTimes(text=300.0, first=5000.0, complete=12000.0)
         try:
             async with Simulator(
                 speed=1000, seed=13, stage_times=times, rate_limit=None,
@@ -230,7 +231,7 @@ async def test_redis_stopped_and_restarted_under_the_whole_cluster(tmp_path: Pat
                     line = await asyncio.wait_for(worker.stdout.readline(), 20)
                     assert json.loads(line) == {"submitted": 10}
                 server.stop()
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(10.0)  # the issue's outage, in real seconds
                 server.start()
                 outputs = await asyncio.gather(*(lines_of(w, 30) for w in workers))
                 seen = sorted(r["task_id"] for out in outputs for r in out if "task_id" in r)
