@@ -296,7 +296,10 @@ class CallbackReceiver:
         self._in_flight = 0  # callback requests being received or handled right now
         self._seam_down = False
         self._rejections = RejectionLog()
-        self._files = FileServer(self._secret, self._rejections.refused)
+        # A download that takes nothing for receive_timeout lets go of its connection.
+        self._files = FileServer(
+            self._secret, self._rejections.refused, stall_timeout=receive_timeout
+        )
         self._files_prefix = f"{self.path}/files/"
         self._probes: dict[str, asyncio.Future[float]] = {}
         self._drained: asyncio.Event | None = None
