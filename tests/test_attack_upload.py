@@ -1,0 +1,118 @@
+"""A hostile upload host, over real HTTP on loopback: every answer that is not a usable
+file URL is a typed error, and a redirect is never followed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from helpers import mp3_bytes, write_mp3
+
+from addvocals_async import AddVocalsClient, AddVocalsError, RetryPolicy, UploadedFile
+
+GOOD = {"fileName": "x.mp3", "downloadUrl": "https://files.example.org/x.mp3"}
+
+
+class Host:
+    """An upload host answering whatever ``answer`` is set to, and a second host that
+    counts what reaches it (the target of redirects)."""
+
+    def __init__(self) -> None:
+        self.answer: Callable[[], web.StreamResponse] = lambda: web.json_response({})
+        self.elsewhere: list[str] = []
+        self.url = ""
+        self.other_url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        answer = self.answer()
+        if isinstance(answer, web.HTTPException):
+            raise answer
+        return answer
+
+    async def other(self, request: web.Request) -> web.StreamResponse:
+        self.elsewhere.append(request.method)
+        await request.read()
+        return web.json_response({"code": 200, "msg": "success", "data": GOOD})
+
+
+@pytest.fixture
+async def host() -> AsyncIterator[Host]:
+    hosts = Host()
+    runners = []
+    for handler in (hosts.handle, hosts.other):
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+    hosts.url, hosts.other_url = (f"http://127.0.0.1:{r.addresses[0][1]}" for r in runners)
+    yield hosts
+    for runner in runners:
+        await runner.cleanup()
+
+
+def success(data: Any) -> Callable[[], web.StreamResponse]:
+    return lambda: web.json_response({"code": 200, "msg": "success", "data": data})
+
+
+async def upload_all_ways(host: Host, tmp_path: Path) -> list[object]:
+    """The outcome of a file, bytes and a URL upload: the result or the error."""
+    beat = write_mp3(tmp_path / "beat.mp3", 10_000)
+    outcomes: list[object] = []
+    async with AddVocalsClient(
+        "sk-test", provider="kie", base_url=host.url, retry=RetryPolicy.no_wait()
+    ) as client:
+        calls: list[Callable[[], Awaitable[UploadedFile]]] = [
+            lambda: client.upload(beat),
+            lambda: client.upload(mp3_bytes(5_000)),
+            lambda: client.upload_from_url("https://cdn.example.org/beat.mp3"),
+        ]
+        for call in calls:
+            try:
+                outcomes.append(await call())
+            except AddVocalsError as exc:
+                outcomes.append(exc)
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"downloadUrl": 5, "fileSize": "big"},
+        {"fileUrl": "javascript:alert(1)", "fileName": "x"},
+        {"downloadUrl": "/relative/x.mp3"},
+        {"fileUrl": ["https://files.example.org/x.mp3"]},
+    ],
+    ids=["number", "javascript", "relative", "list"],
+)
+async def test_a_success_without_a_web_url_is_an_error(
+    host: Host, tmp_path: Path, data: dict[str, Any]
+) -> None:
+    """Any text at all was taken as the file's URL, and then sent as ``upload_url``."""
+    host.answer = success(data)
+    outcomes = await upload_all_ways(host, tmp_path)
+    assert all(isinstance(o, AddVocalsError) for o in outcomes), outcomes
+    assert all("without a file URL" in str(o) for o in outcomes)
+
+
+async def test_a_negative_size_is_no_size(host: Host, tmp_path: Path) -> None:
+    host.answer = success({**GOOD, "fileSize": -5})
+    outcomes = await upload_all_ways(host, tmp_path)
+    assert [getattr(o, "size", "error") for o in outcomes] == [None, None, None]
+
+
+@pytest.mark.parametrize("redirect", [web.HTTPFound, web.HTTPTemporaryRedirect])
+async def test_a_redirect_is_an_error_not_followed(
+    host: Host, tmp_path: Path, redirect: type[web.HTTPFound | web.HTTPTemporaryRedirect]
+) -> None:
+    """A 302 was followed as a GET to wherever it pointed (the file never sent), and that
+    host's answer taken for the upload's."""
+    host.answer = lambda: redirect(host.other_url + "/api/file-stream-upload")
+    outcomes = await upload_all_ways(host, tmp_path)
+    assert all(isinstance(o, AddVocalsError) for o in outcomes), outcomes
+    assert host.elsewhere == []
