@@ -3,15 +3,24 @@ file URL is a typed error, and a redirect is never followed."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from helpers import mp3_bytes, write_mp3
+from helpers import client_for, mp3_bytes, write_mp3
 
-from addvocals_async import AddVocalsClient, AddVocalsError, RetryPolicy, UploadedFile
+from addvocals_async import (
+    AddVocalsClient,
+    AddVocalsError,
+    LocalFileError,
+    RetryPolicy,
+    UploadedFile,
+)
+from addvocals_async.testing import Simulator
 
 GOOD = {"fileName": "x.mp3", "downloadUrl": "https://files.example.org/x.mp3"}
 
@@ -116,3 +125,29 @@ async def test_a_redirect_is_an_error_not_followed(
     outcomes = await upload_all_ways(host, tmp_path)
     assert all(isinstance(o, AddVocalsError) for o in outcomes), outcomes
     assert host.elsewhere == []
+
+
+@pytest.mark.parametrize("change", ["shrinks", "grows"])
+async def test_a_file_written_to_during_its_upload_is_a_local_file_error(
+    tmp_path: Path, change: str
+) -> None:
+    """A file that shrank mid-upload left the host waiting for the promised bytes until
+    the read deadline (30 s), then was uploaded again, shorter; one that grew was sent
+    short of its new end, or over its Content-Length, and reported uploaded."""
+    beat = write_mp3(tmp_path / "beat.mp3", 3_000_000)
+    changed = False
+
+    def progress(sent: int, total: int | None) -> None:
+        nonlocal changed
+        if sent > 500_000 and not changed:
+            changed = True
+            if change == "shrinks":
+                os.truncate(beat, 1_000_000)
+            else:
+                with open(beat, "ab") as more:
+                    more.write(bytes(1_000_000))
+
+    async with Simulator(provider="kie") as sim, client_for(sim) as client:
+        with pytest.raises(LocalFileError, match="while it was being uploaded"):
+            await asyncio.wait_for(client.upload(beat, progress=progress), 10)
+    assert changed
