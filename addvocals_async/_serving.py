@@ -15,7 +15,8 @@ Files are served with ``GET`` and ``HEAD``, one byte range (``206``, or ``416`` 
 lies past the end; several ranges get the whole file), the MIME type its first bytes say
 and its exact length. The kernel copies the file to the socket (``sendfile``) 64 KB at a
 time, and a fetcher that takes nothing for the receiver's ``receive_timeout`` is cut off,
-so a stalled reader holds no connection, descriptor or buffer for long. A file rewritten
+so a stalled reader holds no connection, descriptor or buffer for long; at most
+``MAX_SENDS`` files are sent at once (then ``503``, ``Retry-After``). A file rewritten
 since ``serve_file`` is served only while it still passes its checks (size limit, audio
 signature); one that shrinks mid-answer ends the connection. Serving ends when the file
 expires, or when the task it was registered for reports ``first``, ``complete`` or a
@@ -45,6 +46,7 @@ from ._signing import FILE_TOKEN_DOMAIN, Secret, TokenSigner
 
 __all__ = [
     "DEFAULT_SERVE_SECONDS",
+    "MAX_SENDS",
     "UNSATISFIABLE",
     "FileServer",
     "ServedFile",
@@ -62,6 +64,12 @@ _SEGMENT = 64 * 1024
 """Bytes handed to ``loop.sendfile`` at a time: the kernel copies the file to the socket
 (no buffer of ours), and each segment must go within the stall limit, so a fetcher that
 stops reading lets go of its connection and file instead of holding them for ever."""
+MAX_SENDS = 64
+"""Files sent at once by one receiver; more fetches are answered 503 with Retry-After
+without opening anything. Each send holds a descriptor besides its connection's, which
+the connection limit does not count: without a cap, a few hundred downloads exhaust the
+process's descriptors and the receiver can accept no callback. The API fetches each file
+once; 64 at a time fill any uplink."""
 _BUSY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 """``open`` failures that say "not now" (out of descriptors or memory), not "gone": 503."""
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -128,6 +136,9 @@ class FileServer:
         self._signer = TokenSigner(secret, domain=FILE_TOKEN_DOMAIN)
         self.stall_timeout = stall_timeout
         """How long a download may go without taking the next 64 KB before it is cut off."""
+        self.max_sends = MAX_SENDS
+        self._sending = 0
+        self._busy_told = False
         self._files: dict[str, ServedFile] = {}
         self._refused = refused
         self.served = 0
@@ -233,7 +244,13 @@ class FileServer:
             return web.json_response(
                 {"status": "rejected", "reason": "invalid or expired file link"}, status=403
             )
-        return await self._send(request, served)
+        if self._sending >= self.max_sends:
+            return self._busy(request, served, f"{self._sending} files are being sent already")
+        self._sending += 1
+        try:
+            return await self._send(request, served)
+        finally:
+            self._sending -= 1
 
     async def _send(self, request: web.BaseRequest, served: ServedFile) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
@@ -315,12 +332,16 @@ class FileServer:
                 self._log(request, served, status, sent)
                 return response
             self.served += 1
+            self._busy_told = False
             return response
         finally:
             file.close()
 
     def _busy(self, request: web.BaseRequest, served: ServedFile, why: str) -> web.Response:
-        log.warning("cannot serve file %s now: %s", served.ref, why)
+        # Once until a file is sent again, not once per fetch of a crowd.
+        level = logging.DEBUG if self._busy_told else logging.WARNING
+        self._busy_told = True
+        log.log(level, "cannot serve file %s now (503, retry later): %s", served.ref, why)
         self._log(request, served, 503, 0)
         return web.json_response(
             {"status": "busy", "reason": "try again shortly"},
