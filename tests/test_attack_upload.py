@@ -151,3 +151,12 @@ async def test_a_file_written_to_during_its_upload_is_a_local_file_error(
         with pytest.raises(LocalFileError, match="while it was being uploaded"):
             await asyncio.wait_for(client.upload(beat, progress=progress), 10)
     assert changed
+
+
+async def test_the_simulator_never_follows_a_redirect_off_loopback(host: Host) -> None:
+    """The simulator fetches only loopback URLs, but followed a loopback URL's redirect
+    anywhere. (The target, in the discard-only prefix 100::/64, goes nowhere.)"""
+    host.answer = lambda: web.HTTPFound("http://[100::1]:9/beat.mp3")
+    async with Simulator(provider="kie") as sim, client_for(sim) as client:
+        with pytest.raises(AddVocalsError, match="off loopback"):
+            await client.upload_from_url(host.url + "/beat.mp3")
