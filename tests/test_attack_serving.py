@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 import yarl
-from helpers import SECRET, write_mp3
+from helpers import REQUEST, SECRET, client_for, write_mp3
 
-from addvocals_async import CallbackReceiver
+from addvocals_async import CallbackReceiver, ReceiverClosedError
 from addvocals_async._serving import MAX_SENDS
+from addvocals_async.testing import Simulator
 
 BIG = 64 * 1024 * 1024
 """Far more than loopback's socket buffers hold: the sender must wait for the reader."""
@@ -166,3 +167,20 @@ async def test_downloads_at_once_are_capped_before_descriptors_run_out(
     finally:
         for _, writer, _ in held:
             writer.close()
+
+
+async def test_a_receiver_that_serves_nothing_here_refuses_to_serve_a_file(
+    tmp_path: Path,
+) -> None:
+    """A receiver neither started nor mounted (a worker whose public URL is a receiver
+    tier's) registered the file and handed out a URL whose every fetch got 403."""
+    beat = write_mp3(tmp_path / "beat.mp3")
+    worker = CallbackReceiver(secret=SECRET, public_url="https://tier.example.org/addvocals")
+    with pytest.raises(ReceiverClosedError, match="serves no files here"):
+        worker.serve_file(beat)
+    assert worker.serving == 0
+    args = {k: v for k, v in REQUEST.items() if k != "upload_url"}
+    async with Simulator(provider="apibox") as sim, client_for(sim, worker) as client:
+        with pytest.raises(ReceiverClosedError):
+            await client.add_vocals(audio=beat, **args)
+        assert sim.submits() == []  # refused before anything was paid for
