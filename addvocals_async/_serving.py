@@ -64,6 +64,28 @@ _SEGMENT = 64 * 1024
 """Bytes handed to ``loop.sendfile`` at a time: the kernel copies the file to the socket
 (no buffer of ours), and each segment must go within the stall limit, so a fetcher that
 stops reading lets go of its connection and file instead of holding them for ever."""
+_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+_WALK = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
+
+
+def _open_exactly(path: Path) -> int:
+    """Open ``path`` (resolved by ``serve_file``: no symlink in it) one component at a
+    time, following no symlink anywhere: a folder on the way swapped for a symlink since
+    (which ``O_NOFOLLOW`` on the last component alone would follow) is refused."""
+    if not _WALK or not path.is_absolute():  # pragma: no cover - Windows
+        return os.open(path, _OPEN_FLAGS)
+    parts = path.parts
+    folder = os.open(parts[0], os.O_RDONLY)
+    try:
+        for part in parts[1:-1]:
+            inner = os.open(part, _DIRECTORY_FLAGS, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        return os.open(parts[-1], _OPEN_FLAGS, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
 MAX_SENDS = 64
 """Files sent at once by one receiver; more fetches are answered 503 with Retry-After
 without opening anything. Each send holds a descriptor besides its connection's, which
@@ -255,17 +277,22 @@ class FileServer:
     async def _send(self, request: web.BaseRequest, served: ServedFile) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         try:
-            fd = await loop.run_in_executor(None, os.open, served.path, _OPEN_FLAGS)
+            fd = await loop.run_in_executor(None, _open_exactly, served.path)
         except OSError as exc:
             if exc.errno in _BUSY:
                 return self._busy(request, served, exc.strerror or "out of resources")
             return self._gone(request, served, exc.strerror or "cannot be opened")
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(info.st_mode):  # a folder or FIFO put in its place
+            os.close(fd)
+            return self._gone(request, served, "is no longer a regular file")
         # A file object over the descriptor, for loop.sendfile; closing it closes the fd.
         file = os.fdopen(fd, "rb", buffering=0)
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                return self._gone(request, served, "is no longer a regular file")
             size = info.st_size
             # What serve_file checked must still hold: the file may have been rewritten since.
             if size > check_max_bytes(served.max_bytes):

@@ -132,7 +132,7 @@ async def test_out_of_descriptors_is_retry_later_not_gone(
     real_open = os.open
 
     def crowded(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if str(file) == str(path.resolve()):
+        if str(file) in (str(path.resolve()), path.name):  # whole, or inside its folder
             raise OSError(errno.EMFILE, "Too many open files")
         return real_open(file, flags, *args, **kwargs)
 
@@ -184,3 +184,31 @@ async def test_a_receiver_that_serves_nothing_here_refuses_to_serve_a_file(
         with pytest.raises(ReceiverClosedError):
             await client.add_vocals(audio=beat, **args)
         assert sim.submits() == []  # refused before anything was paid for
+
+
+@pytest.mark.parametrize("swap", ["folder", "parent folder symlinked"])
+async def test_a_path_swapped_under_the_file_is_not_followed(
+    receiver: CallbackReceiver, tmp_path: Path, swap: str
+) -> None:
+    """O_NOFOLLOW guards the last component only: a folder on the way swapped for a
+    symlink served whatever file of the same name lay at its target (here one that
+    even starts like an MP3)."""
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    path = write_mp3(inner / "beat.mp3")
+    url = receiver.serve_file(path)
+    if swap == "folder":
+        path.unlink()
+        path.mkdir()
+    else:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "beat.mp3").write_bytes(b"ID3" + b"not-for-you" * 10)
+        path.unlink()
+        inner.rmdir()
+        inner.symlink_to(elsewhere)
+    reader, writer, head = await open_get(url, "Connection: close\r\n")
+    body = await read_to_end(reader, 3)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 410"), head
+    assert body < 200
