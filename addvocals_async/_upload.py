@@ -242,13 +242,34 @@ class Uploader:
         fallback = os.path.basename(shown) if given else f"audio{extension_for(mime)}"
         name = _check_file_name(file_name, fallback)
 
+        copies: list[IO[bytes]] = []
+
         def body() -> aiohttp.FormData:
             file.seek(start)  # each attempt sends the file from where it stood
-            return self._form(file, name, mime)
+            # aiohttp closes a file it sent: a file on disk goes as a duplicate of its
+            # descriptor (same offset, same Content-Length), so the caller's stays open
+            # and a retry can send it again.
+            try:
+                duplicate = os.dup(file.fileno())
+            except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+                return self._form(file, name, mime)  # in memory (BytesIO): never closed
+            try:
+                copy = os.fdopen(duplicate, "rb")
+            except BaseException:
+                os.close(duplicate)
+                raise
+            copies.append(copy)
+            return self._form(copy, name, mime)
 
-        data = await self._transport.call(
-            "POST", self._url(self.profile.upload_stream_path), body=body
-        )
+        try:
+            data = await self._transport.call(
+                "POST", self._url(self.profile.upload_stream_path), body=body
+            )
+        finally:
+            for copy in copies:
+                copy.close()
+            with contextlib.suppress(OSError, ValueError):
+                file.seek(start)
         if progress is not None:
             progress(size, size)
         return self._result(data)

@@ -160,3 +160,19 @@ async def test_the_simulator_never_follows_a_redirect_off_loopback(host: Host) -
     async with Simulator(provider="kie") as sim, client_for(sim) as client:
         with pytest.raises(AddVocalsError, match="off loopback"):
             await client.upload_from_url(host.url + "/beat.mp3")
+
+
+async def test_a_file_object_survives_its_upload_and_a_retry(tmp_path: Path) -> None:
+    """aiohttp closes a file it sent: the caller's file object came back closed, and the
+    retry after a 500 (uploads are retried: they are free) raised a bare ValueError,
+    "I/O operation on closed file"."""
+    beat = write_mp3(tmp_path / "beat.mp3", 200_000)
+    async with Simulator(provider="kie") as sim, client_for(sim) as client:
+        with open(beat, "rb") as file:  # noqa: ASYNC230 - the file object is the subject
+            sim.fail_uploads(500, times=1)
+            uploaded = await client.upload(file)
+            assert uploaded.size == 200_000
+            assert not file.closed
+            assert file.tell() == 0
+            assert (await client.upload(file)).size == 200_000  # and again, as it stands
+    assert [r.size for r in sim.uploads.values()] == [200_000, 200_000]
