@@ -242,19 +242,24 @@ class Uploader:
         fallback = os.path.basename(shown) if given else f"audio{extension_for(mime)}"
         name = _check_file_name(file_name, fallback)
 
-        copies: list[IO[bytes]] = []
+        copies: list[_SizedReader] = []
+        loop = asyncio.get_running_loop()
 
         def body() -> aiohttp.FormData:
             file.seek(start)  # each attempt sends the file from where it stood
             # aiohttp closes a file it sent: a file on disk goes as a duplicate of its
-            # descriptor (same offset, same Content-Length), so the caller's stays open
-            # and a retry can send it again.
+            # descriptor (same offset), read no further than the size checked, so the
+            # caller's stays open, a retry can send it again, and a file written to
+            # meanwhile is a LocalFileError as for a path.
             try:
                 duplicate = os.dup(file.fileno())
             except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
                 return self._form(file, name, mime)  # in memory (BytesIO): never closed
             try:
-                copy = os.fdopen(duplicate, "rb")
+                now = os.fstat(duplicate).st_size - start
+                if any(copy.shrank for copy in copies) or now != size:
+                    raise LocalFileError(shown, f"changed while being uploaded ({size} -> {now})")
+                copy = _SizedReader(os.fdopen(duplicate, "rb", buffering=0), loop, None, size)
             except BaseException:
                 os.close(duplicate)
                 raise
@@ -265,11 +270,25 @@ class Uploader:
             data = await self._transport.call(
                 "POST", self._url(self.profile.upload_stream_path), body=body
             )
+        except APIConnectionError as exc:
+            if any(copy.shrank for copy in copies):
+                raise LocalFileError(shown, "shrank while it was being uploaded") from exc
+            raise
         finally:
             for copy in copies:
                 copy.close()
             with contextlib.suppress(OSError, ValueError):
                 file.seek(start)
+        if copies:
+            try:
+                now: int | None = os.fstat(file.fileno()).st_size - start
+            except (OSError, ValueError):
+                now = None
+            if now is not None and now != size:  # written to while it was sent
+                raise LocalFileError(
+                    shown,
+                    f"grew while it was being uploaded; its first {size} bytes were uploaded",
+                )
         if progress is not None:
             progress(size, size)
         return self._result(data)

@@ -176,3 +176,28 @@ async def test_a_file_object_survives_its_upload_and_a_retry(tmp_path: Path) -> 
             assert file.tell() == 0
             assert (await client.upload(file)).size == 200_000  # and again, as it stands
     assert [r.size for r in sim.uploads.values()] == [200_000, 200_000]
+
+
+async def test_a_file_object_that_changed_before_a_retry_is_a_local_file_error(
+    tmp_path: Path,
+) -> None:
+    """The retry of a file object sent whatever the file had become (here, after the
+    first attempt's 500, a third of it)."""
+    beat = write_mp3(tmp_path / "beat.mp3", 300_000)
+    async with Simulator(provider="kie") as sim, client_for(sim) as client:
+        with open(beat, "rb") as file:  # noqa: ASYNC230 - the file object is the subject
+            real_fileno = file.fileno
+            calls = 0
+
+            def fileno() -> int:  # called once per attempt, as the attempt's body is made
+                nonlocal calls
+                calls += 1
+                if calls == 2:
+                    os.truncate(beat, 100_000)
+                return real_fileno()
+
+            file.fileno = fileno  # type: ignore[method-assign]
+            sim.fail_uploads(500, times=1)
+            with pytest.raises(LocalFileError, match="changed while being uploaded"):
+                await client.upload(file)
+    assert sim.uploads == {}
