@@ -134,11 +134,12 @@ def _loose_int(value: object, _: object = None) -> int | None:
 
 
 def _web_url(value: object) -> str:
-    """An absolute ``http``/``https`` URL with a host, else "": an upload host that answers
-    ``5`` or ``javascript:...`` as a file's URL has named none."""
+    """An absolute ``http``/``https`` URL with a host and no control character, else "":
+    an upload host that answers ``5``, ``javascript:...`` or an escape sequence as a
+    file's URL has named none."""
     text = _loose_str(value)
-    if not text or len(text) > 8192:
-        return ""
+    if not text or len(text) > 8192 or not text.isprintable():
+        return ""  # control characters would reach a terminal (addvocals upload) as is
     try:
         parsed = yarl.URL(text)
     except ValueError:

@@ -96,8 +96,9 @@ async def upload_all_ways(host: Host, tmp_path: Path) -> list[object]:
         {"fileUrl": "javascript:alert(1)", "fileName": "x"},
         {"downloadUrl": "/relative/x.mp3"},
         {"fileUrl": ["https://files.example.org/x.mp3"]},
+        {"downloadUrl": "https://files.example.org/\x1b]0;pwned\x07\nuploaded: ok.mp3"},
     ],
-    ids=["number", "javascript", "relative", "list"],
+    ids=["number", "javascript", "relative", "list", "terminal escapes"],
 )
 async def test_a_success_without_a_web_url_is_an_error(
     host: Host, tmp_path: Path, data: dict[str, Any]
