@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import yarl
 
 from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track, Tracks, UploadedFile
 
@@ -163,6 +164,20 @@ def _loose_int(value: object, _: object = None) -> int | None:
     if number is None or number in (float("inf"), float("-inf")):
         return None
     return int(number)
+
+
+def _web_url(value: object) -> str:
+    """An absolute ``http``/``https`` URL with a host and no control character, else "":
+    an upload host that answers ``5``, ``javascript:...`` or an escape sequence as a
+    file's URL has named none."""
+    text = _loose_str(value)
+    if not text or len(text) > 8192 or not text.isprintable():
+        return ""  # control characters would reach a terminal (addvocals upload) as is
+    try:
+        parsed = yarl.URL(text)
+    except ValueError:
+        return ""
+    return text if parsed.scheme in ("http", "https") and parsed.host else ""
 
 
 def callback_task_id(body: Mapping[str, Any]) -> str | None:
@@ -420,20 +435,21 @@ class WireFormat:
 
     def structure_upload(self, data: Any) -> UploadedFile | None:
         """Parse an upload host's ``data`` (``fileUrl``, ``downloadUrl``, ``expiresAt`` as
-        ISO 8601, ``fileSize``, ``mimeType``, …). ``None`` when it names no URL at all."""
+        ISO 8601, ``fileSize``, ``mimeType``, …). ``None`` when it names no ``http(s)`` URL."""
         if not isinstance(data, Mapping):
             return None
-        file_url = _loose_str(data.get("fileUrl"))
-        download_url = _loose_str(data.get("downloadUrl"))
+        file_url = _web_url(data.get("fileUrl"))
+        download_url = _web_url(data.get("downloadUrl"))
         if not file_url and not download_url:
-            return None
+            return None  # none that is a web address
+        size = _loose_int(data.get("fileSize"))
         known = {"fileUrl", "downloadUrl", "expiresAt", "fileSize", "mimeType", "fileId"}
         mime = data.get("mimeType")
         return UploadedFile(
             file_url=file_url,
             download_url=download_url,
             expires_at=parse_create_time(data.get("expiresAt"), self.naive_tz),
-            size=_loose_int(data.get("fileSize")),
+            size=size if size is not None and size >= 0 else None,
             mime_type=None if mime is None else _loose_str(mime) or None,
             file_id=_loose_str(data.get("fileId")),
             file_name=_loose_str(data.get("fileName")),

@@ -236,6 +236,10 @@ class Transport:
                 data=body() if body is not None else None,
                 headers=self._auth,
                 timeout=self._timeout,  # even on a borrowed session
+                # The API never redirects: a 3xx is an answer without an envelope (a POST
+                # followed after a 302 becomes a GET, and the upload its answer is for
+                # was never sent).
+                allow_redirects=False,
             ) as response:
                 raw = await _read_bounded(response, submit=submit, what=what)
                 status = response.status

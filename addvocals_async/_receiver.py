@@ -51,7 +51,7 @@ from ._delivery import (
     DeliveryResult,
     InMemoryBackend,
 )
-from ._errors import DeliveryUnavailableError, WebhookVerificationError
+from ._errors import DeliveryUnavailableError, ReceiverClosedError, WebhookVerificationError
 from ._models import CallbackEvent, Stage
 from ._serving import DEFAULT_SERVE_SECONDS, FileServer
 from ._signing import DEFAULT_TOLERANCE, Secret, TokenSigner, as_secret, verify_signature
@@ -308,8 +308,12 @@ class CallbackReceiver:
         self._in_flight = 0  # callback requests being received or handled right now
         self._seam_down = False
         self._rejections = RejectionLog()
-        self._files = FileServer(self._secret, self._rejections.refused)
+        # A download that takes nothing for receive_timeout lets go of its connection.
+        self._files = FileServer(
+            self._secret, self._rejections.refused, stall_timeout=receive_timeout
+        )
         self._files_prefix = f"{self.path}/files/"
+        self._mounted = False  # mount() adds the served-file route to an application
         self._probes: dict[str, asyncio.Future[float]] = {}
         self._drained: asyncio.Event | None = None
 
@@ -431,6 +435,7 @@ class CallbackReceiver:
         prefix = (path if path is not None else self.path).rstrip("/")
         app.router.add_post(f"{prefix}/cb/{{token}}", self._mounted_handler)
         app.router.add_get(f"{prefix}/files/{{token}}", self._mounted_file_handler)
+        self._mounted = True
         app[RECEIVER_KEY] = self
         if close_with_app:
 
@@ -566,10 +571,21 @@ class CallbackReceiver:
         ranges until ``expires_in`` seconds have passed, or until the task whose callback
         reference is ``task_ref`` reports ``first``, ``complete`` or a failure
         (``add_vocals(audio=Path(...))`` sets it). Only this file is served under the
-        token, and only by this receiver: the table lives in this process.
+        token, and only by this receiver: the table lives in this process, so the receiver
+        must be started or mounted (``ReceiverClosedError`` otherwise).
         """
         if self._closed:
             raise RuntimeError("the receiver is closed")
+        if self._runner is None and not self._mounted:
+            # Its files are served only by this process: a receiver that is neither
+            # started nor mounted (a worker minting URLs of a receiver tier elsewhere)
+            # would hand out a URL whose fetch gets 403, and the task would fail.
+            raise ReceiverClosedError(
+                "the receiver serves no files here: start it (async with receiver) or mount "
+                "it in your aiohttp application first; the receiver that serves a file must "
+                "be the one that registered it (another process, a receiver tier behind "
+                "Redis, does not have it): use client.upload or an upload_url instead"
+            )
         base = yarl.URL(self.url)  # no URL yet (not started, no public_url): nothing registered
         token = self._files.register(
             path, expires_in=expires_in, task_ref=task_ref, max_bytes=max_bytes

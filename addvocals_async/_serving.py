@@ -13,14 +13,21 @@ callback token opens no file and a file token posts no callback. A request is an
 
 Files are served with ``GET`` and ``HEAD``, one byte range (``206``, or ``416`` when it
 lies past the end; several ranges get the whole file), the MIME type its first bytes say
-and its exact length. Serving ends when the file expires, or when the task it was
-registered for reports ``first``, ``complete`` or a failure: by then the API has fetched
-it. Every answer is logged on ``addvocals_async.receiver``, request text escaped.
+and its exact length. The kernel copies the file to the socket (``sendfile``) 64 KB at a
+time, and a fetcher that takes nothing for the receiver's ``receive_timeout`` is cut off,
+so a stalled reader holds no connection, descriptor or buffer for long; at most
+``MAX_SENDS`` files are sent at once (then ``503``, ``Retry-After``). A file rewritten
+since ``serve_file`` is served only while it still passes its checks (size limit, audio
+signature); one that shrinks mid-answer ends the connection. Serving ends when the file
+expires, or when the task it was registered for reports ``first``, ``complete`` or a
+failure: by then the API has fetched it. Every answer is logged on
+``addvocals_async.receiver``, request text escaped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -32,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from ._audio import check_audio_file
+from ._audio import SNIFF_BYTES, audio_type, check_audio_file, check_max_bytes
 from ._errors import RequestValidationError
 from ._signing import FILE_TOKEN_DOMAIN, Secret, TokenSigner
 
@@ -41,6 +48,7 @@ if TYPE_CHECKING:  # aiohttp's server side loads when a file is first served
 
 __all__ = [
     "DEFAULT_SERVE_SECONDS",
+    "MAX_SENDS",
     "UNSATISFIABLE",
     "FileServer",
     "ServedFile",
@@ -54,7 +62,40 @@ DEFAULT_SERVE_SECONDS = 3600.0
 fetches the instrumental within moments of the submit; an hour covers a queue and the
 sender's retries, and the file stops being served as soon as its task reports ``first``."""
 
-_CHUNK = 256 * 1024
+_SEGMENT = 64 * 1024
+"""Bytes handed to ``loop.sendfile`` at a time: the kernel copies the file to the socket
+(no buffer of ours), and each segment must go within the stall limit, so a fetcher that
+stops reading lets go of its connection and file instead of holding them for ever."""
+_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+_WALK = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
+
+
+def _open_exactly(path: Path) -> int:
+    """Open ``path`` (resolved by ``serve_file``: no symlink in it) one component at a
+    time, following no symlink anywhere: a folder on the way swapped for a symlink since
+    (which ``O_NOFOLLOW`` on the last component alone would follow) is refused."""
+    if not _WALK or not path.is_absolute():  # pragma: no cover - Windows
+        return os.open(path, _OPEN_FLAGS)
+    parts = path.parts
+    folder = os.open(parts[0], os.O_RDONLY)
+    try:
+        for part in parts[1:-1]:
+            inner = os.open(part, _DIRECTORY_FLAGS, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        return os.open(parts[-1], _OPEN_FLAGS, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+MAX_SENDS = 64
+"""Files sent at once by one receiver; more fetches are answered 503 with Retry-After
+without opening anything. Each send holds a descriptor besides its connection's, which
+the connection limit does not count: without a cap, a few hundred downloads exhaust the
+process's descriptors and the receiver can accept no callback. The API fetches each file
+once; 64 at a time fill any uplink."""
+_BUSY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+"""``open`` failures that say "not now" (out of descriptors or memory), not "gone": 503."""
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 """Opening never blocks (a FIFO put in the file's place) nor follows a symlink put there
 since ``serve_file`` resolved the path; ``fstat`` then insists on a regular file."""
@@ -105,6 +146,7 @@ class ServedFile:
     mime_type: str
     expires_at: float
     task_ref: str | None = None
+    max_bytes: int | None = None
 
 
 Refusal = Callable[[str, str], None]
@@ -114,8 +156,13 @@ Refusal = Callable[[str, str], None]
 class FileServer:
     """The table of served files and the answer to a ``GET``/``HEAD`` of one."""
 
-    def __init__(self, secret: Secret, refused: Refusal) -> None:
+    def __init__(self, secret: Secret, refused: Refusal, *, stall_timeout: float = 10.0) -> None:
         self._signer = TokenSigner(secret, domain=FILE_TOKEN_DOMAIN)
+        self.stall_timeout = stall_timeout
+        """How long a download may go without taking the next 64 KB before it is cut off."""
+        self.max_sends = MAX_SENDS
+        self._sending = 0
+        self._busy_told = False
         self._files: dict[str, ServedFile] = {}
         self._refused = refused
         self.served = 0
@@ -156,6 +203,7 @@ class FileServer:
             mime_type=audio.mime_type,
             expires_at=now + expires_in,
             task_ref=task_ref,
+            max_bytes=max_bytes,
         )
         log.info(
             "serving %s (%d bytes, %s) for %.0f s as file %s",
@@ -222,21 +270,42 @@ class FileServer:
             return web.json_response(
                 {"status": "rejected", "reason": "invalid or expired file link"}, status=403
             )
-        return await self._send(request, served)
+        if self._sending >= self.max_sends:
+            return self._busy(request, served, f"{self._sending} files are being sent already")
+        self._sending += 1
+        try:
+            return await self._send(request, served)
+        finally:
+            self._sending -= 1
 
     async def _send(self, request: web.BaseRequest, served: ServedFile) -> web.StreamResponse:
         from aiohttp import web
 
         loop = asyncio.get_running_loop()
         try:
-            fd = await loop.run_in_executor(None, os.open, served.path, _OPEN_FLAGS)
+            fd = await loop.run_in_executor(None, _open_exactly, served.path)
         except OSError as exc:
+            if exc.errno in _BUSY:
+                return self._busy(request, served, exc.strerror or "out of resources")
             return self._gone(request, served, exc.strerror or "cannot be opened")
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                return self._gone(request, served, "is no longer a regular file")
+        except OSError:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(info.st_mode):  # a folder or FIFO put in its place
+            os.close(fd)
+            return self._gone(request, served, "is no longer a regular file")
+        # A file object over the descriptor, for loop.sendfile; closing it closes the fd.
+        file = os.fdopen(fd, "rb", buffering=0)
+        try:
             size = info.st_size
+            # What serve_file checked must still hold: the file may have been rewritten since.
+            if size > check_max_bytes(served.max_bytes):
+                return self._gone(request, served, "has grown past the size limit")
+            head = await loop.run_in_executor(None, os.pread, fd, SNIFF_BYTES, 0)
+            if size and audio_type(head) is None:
+                return self._gone(request, served, "no longer looks like audio")
             wanted = parse_range(request.headers.get("Range"), size)
             headers = {
                 "Accept-Ranges": "bytes",
@@ -256,25 +325,62 @@ class FileServer:
             response = web.StreamResponse(status=status, headers=headers)
             response.content_length = length
             await response.prepare(request)
+            # Logged as it starts: the fetcher may have every byte before this coroutine
+            # runs again. A download cut short is logged again, with what it got.
+            self._log(request, served, status, length if request.method == "GET" else 0)
             sent = 0
+            transport = request.transport
             try:
                 while request.method == "GET" and sent < length:
-                    chunk = await loop.run_in_executor(
-                        None, os.pread, fd, min(_CHUNK, length - sent), first + sent
+                    if transport is None or transport.is_closing():
+                        raise ConnectionResetError("the fetcher went away")
+                    step = await asyncio.wait_for(
+                        loop.sendfile(transport, file, first + sent, min(_SEGMENT, length - sent)),
+                        self.stall_timeout,
                     )
-                    if not chunk:
-                        break  # the file shrank under us: the client sees a short body
-                    await response.write(chunk)
-                    sent += len(chunk)
+                    if not step:
+                        break
+                    sent += step
+                if sent < length and request.method == "GET":
+                    # The file shrank under us: the body is short of its Content-Length,
+                    # so the connection must end here, or the fetcher would wait for the
+                    # rest and then read the next answer as file bytes.
+                    log.warning("file %s shrank while being sent: connection closed", served.ref)
+                    if transport is not None:
+                        transport.abort()
+                    self._log(request, served, status, sent)
+                    return response
                 await response.write_eof()
-            except ConnectionError:  # the fetcher went away mid-file: nothing to answer
+            except (ConnectionError, asyncio.TimeoutError) as exc:
+                # The fetcher went away, or stopped reading for stall_timeout: let go of
+                # the connection and the file; nobody is left to answer.
+                if isinstance(exc, asyncio.TimeoutError):
+                    log.warning(
+                        "file %s: the fetcher took nothing for %g s; connection closed",
+                        served.ref,
+                        self.stall_timeout,
+                    )
+                if transport is not None:
+                    transport.abort()
                 self._log(request, served, status, sent)
                 return response
             self.served += 1
-            self._log(request, served, status, sent)
+            self._busy_told = False
             return response
         finally:
-            os.close(fd)
+            file.close()
+
+    def _busy(self, request: web.BaseRequest, served: ServedFile, why: str) -> web.Response:
+        # Once until a file is sent again, not once per fetch of a crowd.
+        level = logging.DEBUG if self._busy_told else logging.WARNING
+        self._busy_told = True
+        log.log(level, "cannot serve file %s now (503, retry later): %s", served.ref, why)
+        self._log(request, served, 503, 0)
+        return web.json_response(
+            {"status": "busy", "reason": "try again shortly"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
 
     def _gone(self, request: web.BaseRequest, served: ServedFile, why: str) -> web.Response:
         from aiohttp import web

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import errno
 import io
 import os
 import secrets
@@ -87,14 +89,18 @@ def _check_file_name(file_name: str | None, fallback: str) -> str:
     return file_name
 
 
-class _ProgressReader(io.BufferedReader):
-    """A file read in aiohttp's worker thread that reports each chunk to the event loop."""
+class _SizedReader(io.BufferedReader):
+    """The checked file, read in aiohttp's worker thread: never more than the ``total``
+    bytes it was checked at (the request's Content-Length), each chunk reported to the
+    event loop when there is a ``progress``, and an end before ``total`` (the file shrank)
+    an ``OSError`` that ends the attempt at once instead of leaving the upload host waiting
+    for bytes that never come."""
 
     def __init__(
         self,
         raw: io.RawIOBase,
         loop: asyncio.AbstractEventLoop,
-        progress: UploadProgress,
+        progress: UploadProgress | None,
         total: int,
     ) -> None:
         super().__init__(raw)
@@ -102,11 +108,18 @@ class _ProgressReader(io.BufferedReader):
         self._progress = progress
         self._total = total
         self._sent = 0
+        self.shrank = False
 
     def read(self, size: int | None = -1, /) -> bytes:
-        chunk = super().read(size)
-        if chunk:
-            self._sent += len(chunk)
+        left = self._total - self._sent
+        if left <= 0:
+            return b""
+        chunk = super().read(left if size is None or size < 0 else min(size, left))
+        if not chunk:
+            self.shrank = True
+            raise OSError(errno.EIO, "the file shrank while it was being uploaded")
+        self._sent += len(chunk)
+        if self._progress is not None:
             self._loop.call_soon_threadsafe(self._progress, self._sent, self._total)
         return chunk
 
@@ -162,16 +175,21 @@ class Uploader:
     ) -> UploadedFile:
         name = _check_file_name(file_name, audio.name)
         loop = asyncio.get_running_loop()
-        opened: list[IO[bytes]] = []
+        opened: list[_SizedReader] = []
 
         def body() -> aiohttp.FormData:
-            # Opened afresh for every attempt; closed after it (below).
+            # Opened afresh for every attempt; closed after it (below). A file that is not
+            # the size it was checked at is being written: retrying would send another.
+            if any(file.shrank for file in opened):
+                raise LocalFileError(audio.path, "shrank while it was being uploaded")
             raw = open(audio.path, "rb", buffering=0)  # noqa: SIM115 - closed after the call
-            file: IO[bytes] = (
-                _ProgressReader(raw, loop, progress, audio.size)
-                if progress is not None
-                else io.BufferedReader(raw)
-            )
+            size = os.fstat(raw.fileno()).st_size
+            if size != audio.size:
+                raw.close()
+                raise LocalFileError(
+                    audio.path, f"changed size since it was checked ({audio.size} -> {size})"
+                )
+            file = _SizedReader(raw, loop, progress, audio.size)
             opened.append(file)
             return self._form(file, name, audio.mime_type)
 
@@ -181,9 +199,20 @@ class Uploader:
             )
         except OSError as exc:  # the file vanished or became unreadable between attempts
             raise LocalFileError(audio.path, f"cannot be read: {exc.strerror or exc}") from exc
+        except APIConnectionError as exc:
+            if any(file.shrank for file in opened):  # the last attempt: no retry left
+                raise LocalFileError(audio.path, "shrank while it was being uploaded") from exc
+            raise
         finally:
             for file in opened:
                 file.close()
+        with contextlib.suppress(OSError):
+            if os.stat(audio.path).st_size != audio.size:  # written to while it was sent
+                raise LocalFileError(
+                    audio.path,
+                    f"grew while it was being uploaded; its first {audio.size} bytes were "
+                    "uploaded: upload it again once it is written",
+                )
         return self._result(data)
 
     async def _upload_file_object(
@@ -213,13 +242,53 @@ class Uploader:
         fallback = os.path.basename(shown) if given else f"audio{extension_for(mime)}"
         name = _check_file_name(file_name, fallback)
 
+        copies: list[_SizedReader] = []
+        loop = asyncio.get_running_loop()
+
         def body() -> aiohttp.FormData:
             file.seek(start)  # each attempt sends the file from where it stood
-            return self._form(file, name, mime)
+            # aiohttp closes a file it sent: a file on disk goes as a duplicate of its
+            # descriptor (same offset), read no further than the size checked, so the
+            # caller's stays open, a retry can send it again, and a file written to
+            # meanwhile is a LocalFileError as for a path.
+            try:
+                duplicate = os.dup(file.fileno())
+            except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+                return self._form(file, name, mime)  # in memory (BytesIO): never closed
+            try:
+                now = os.fstat(duplicate).st_size - start
+                if any(copy.shrank for copy in copies) or now != size:
+                    raise LocalFileError(shown, f"changed while being uploaded ({size} -> {now})")
+                copy = _SizedReader(os.fdopen(duplicate, "rb", buffering=0), loop, None, size)
+            except BaseException:
+                os.close(duplicate)
+                raise
+            copies.append(copy)
+            return self._form(copy, name, mime)
 
-        data = await self._transport.call(
-            "POST", self._url(self.profile.upload_stream_path), body=body
-        )
+        try:
+            data = await self._transport.call(
+                "POST", self._url(self.profile.upload_stream_path), body=body
+            )
+        except APIConnectionError as exc:
+            if any(copy.shrank for copy in copies):
+                raise LocalFileError(shown, "shrank while it was being uploaded") from exc
+            raise
+        finally:
+            for copy in copies:
+                copy.close()
+            with contextlib.suppress(OSError, ValueError):
+                file.seek(start)
+        if copies:
+            try:
+                now: int | None = os.fstat(file.fileno()).st_size - start
+            except (OSError, ValueError):
+                now = None
+            if now is not None and now != size:  # written to while it was sent
+                raise LocalFileError(
+                    shown,
+                    f"grew while it was being uploaded; its first {size} bytes were uploaded",
+                )
         if progress is not None:
             progress(size, size)
         return self._result(data)

@@ -68,7 +68,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"addvocals: error: {describe(exc)}\n")
+        # One line, whatever a server put in its message: control characters (escape
+        # sequences, newlines) are shown escaped, never sent to the terminal.
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in describe(exc))
+        sys.stderr.write(f"addvocals: error: {text}\n")
         return exit_code(exc)
 
 

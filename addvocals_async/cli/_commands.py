@@ -251,6 +251,18 @@ def _file_fields(
             why + "served from this machine until the API fetches it: add --wait and "
             "--receiver-port PORT (and --public-url URL when the API cannot reach this machine)"
         )
+    if via == "serve" and args.redis:
+        # The file table lives in the process that registered the file; the URL would
+        # name the receiver tier, which has no such file: the API's fetch would get 403.
+        raise CLIError(
+            "--redis: the receiver tier cannot serve a file of this machine; "
+            + (
+                "use --upload"
+                if client.profile.can_upload
+                else f"the {client.profile.name} provider has no upload API: host the file "
+                "and pass --upload-url, or run without --redis"
+            )
+        )
     fields: dict[str, Any] = {"upload_url": None, "audio": path, "audio_via": via}
     if via == "upload":
         fields["upload_progress"] = TransferBar(

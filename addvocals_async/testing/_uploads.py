@@ -14,8 +14,9 @@ until the provider's retention (3 days sunoapi, 24 hours kie, on the scaled cloc
 
 Like the real API, the simulator fetches each task's ``uploadUrl`` when it points at
 loopback (a receiver's ``serve_file``, an upload above); it never fetches from anywhere
-else. A fetch that fails (no answer, not 2xx, empty, not audio) fails the task the
-provider's way: kie answers the submit 451, apibox and sunoapi send an error callback 451.
+else, nor follows a redirect off loopback. A fetch that fails (no answer, not 2xx, empty,
+not audio) fails the task the provider's way: kie answers the submit 451, apibox and
+sunoapi send an error callback 451.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from .._audio import SNIFF_BYTES, audio_type
 from ._state import SimState
 
 __all__ = ["FetchResult", "UploadHost", "UploadedRecord", "is_loopback_url"]
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
 
 _CHUNK = 256 * 1024
 _MAX_JSON = 150 * 1024 * 1024  # a base64 body: the advised 100 MB, encoded
@@ -301,18 +305,29 @@ class UploadHost:
         size = 0
         head = b""
         try:
-            async with self._session.get(url) as answer:
-                if not 200 <= answer.status < 300:
-                    return FetchResult(error=f"HTTP {answer.status}")
-                with open(keep, "wb") if keep is not None else _Discard() as out:  # noqa: ASYNC230
-                    async for chunk in answer.content.iter_chunked(_CHUNK):
-                        if len(head) < SNIFF_BYTES:
-                            head += chunk[: SNIFF_BYTES - len(head)]
-                        digest.update(chunk)
-                        out.write(chunk)
-                        size += len(chunk)
-                        if size > _MAX_FETCH:
-                            return FetchResult(error="over 250 MB")
+            for _ in range(_MAX_REDIRECTS + 1):
+                # Redirects followed by hand: every hop must stay on loopback too.
+                async with self._session.get(url, allow_redirects=False) as answer:
+                    location = answer.headers.get("Location")
+                    if answer.status in _REDIRECTS and location is not None:
+                        url = str(answer.url.join(yarl.URL(location)))
+                        if not is_loopback_url(url):
+                            return FetchResult(error="redirected off loopback: not fetched")
+                        continue
+                    if not 200 <= answer.status < 300:
+                        return FetchResult(error=f"HTTP {answer.status}")
+                    with open(keep, "wb") if keep is not None else _Discard() as out:  # noqa: ASYNC230
+                        async for chunk in answer.content.iter_chunked(_CHUNK):
+                            if len(head) < SNIFF_BYTES:
+                                head += chunk[: SNIFF_BYTES - len(head)]
+                            digest.update(chunk)
+                            out.write(chunk)
+                            size += len(chunk)
+                            if size > _MAX_FETCH:
+                                return FetchResult(error="over 250 MB")
+                    break
+            else:
+                return FetchResult(error=f"over {_MAX_REDIRECTS} redirects")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             return FetchResult(error=f"{type(exc).__name__}: {exc}"[:200])
         if size == 0:
