@@ -371,6 +371,8 @@ class FileServer:
             file.close()
 
     def _busy(self, request: web.BaseRequest, served: ServedFile, why: str) -> web.Response:
+        from aiohttp import web
+
         # Once until a file is sent again, not once per fetch of a crowd.
         level = logging.DEBUG if self._busy_told else logging.WARNING
         self._busy_told = True
