@@ -338,6 +338,7 @@ class VocalTask:
     """
 
     __slots__ = (
+        "__weakref__",  # the registry forgets a re-attached task once its handles are gone
         "_last_poll",
         "_policy",
         "_poll_interval",
