@@ -86,6 +86,8 @@ async def test_dropped_reattached_handles_are_forgotten_without_waiting_for_the_
     held one still resolves, a dropped one's task may still call back, harmlessly."""
     async with live() as env:
         client, receiver = env.client, env.receiver
+        backend = receiver.backend
+        assert isinstance(backend, InMemoryBackend)
         async with client_for(env.sim) as elsewhere:  # submitted by "another process"
             task_id = (await elsewhere.add_vocals(**REQUEST)).task_id
         held = client.task(task_id)
@@ -97,7 +99,7 @@ async def test_dropped_reattached_handles_are_forgotten_without_waiting_for_the_
         del again
         gc.collect()
         assert len(client.tasks) == 1  # `held` still holds it
-        assert len(receiver.backend) == 1
+        assert len(backend) == 1
         # A callback for a dropped handle's task: acknowledged, filed like any unknown one.
         late = receiver.new_callback_url().url
         async with env.http.post(late, data=callback_bytes(f"{7:032x}", "complete")) as answer:
@@ -109,7 +111,7 @@ async def test_dropped_reattached_handles_are_forgotten_without_waiting_for_the_
         del held
         gc.collect()
         assert len(client.tasks) == 0
-        assert len(receiver.backend) == 0
+        assert len(backend) == 0
 
 
 async def test_a_handle_dropped_while_another_one_waits_keeps_the_task() -> None:
