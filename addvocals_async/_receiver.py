@@ -48,7 +48,7 @@ from ._delivery import (
     InMemoryBackend,
 )
 from ._errors import DeliveryUnavailableError, WebhookVerificationError
-from ._guard import BACKLOG, ConnectionGuard, GuardedServer, default_max_connections
+from ._guard import ConnectionGuard, GuardedServer, GuardedSite, default_max_connections
 from ._models import CallbackEvent
 from ._signing import DEFAULT_TOLERANCE, Secret, TokenSigner, as_secret, verify_signature
 from ._validation import require_url
@@ -326,7 +326,7 @@ class CallbackReceiver:
         )
         runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=BACKLOG)
+        site = GuardedSite(runner, self.host, self.port)
         try:
             await site.start()
         except BaseException:
@@ -478,9 +478,12 @@ class CallbackReceiver:
                     response = self._answer(publish_now(checked), checked.event)
                 else:
                     response = await self._publish(checked)
-        except ConnectionError:
+        except (ConnectionError, RuntimeError) as exc:
             # The sender went away mid-body, or its receive deadline closed the connection:
-            # nobody is left to answer, and nothing to log but a count.
+            # nobody is left to answer, and nothing to log but a count. (aiohttp raises
+            # RuntimeError when the connection was gone before the body was read.)
+            if isinstance(exc, RuntimeError) and request.transport is not None:
+                raise
             self.stats.disconnected += 1
             return web.Response(status=400)
         finally:

@@ -83,6 +83,33 @@ async def test_a_flood_of_idle_connections_makes_room_for_genuine_callbacks() ->
             writer.close()
 
 
+async def test_at_the_limit_the_likeliest_attacker_goes_first() -> None:
+    """Issue 10, item 1: at the connection limit a new connection closes, oldest first,
+    one whose headers stopped halfway, then one whose body trickles, and one that has sent
+    nothing only after those: under load, it may be a genuine callback whose bytes the
+    loop has not read yet."""
+    async with CallbackReceiver(
+        secret=SECRET, max_connections=3, receive_timeout=30, keepalive_timeout=30
+    ) as receiver:
+        _, url = await registered(receiver, TASK)
+        path = yarl.URL(url).path
+        held = {"silent": await connect(receiver), "trickling": await connect(receiver)}
+        held["trickling"][1].write(
+            f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n{{".encode()
+        )
+        held["halfway"] = await connect(receiver)
+        held["halfway"][1].write(b"POST /addvocals/cb/x HTTP/1.1\r\nHost: h\r\n")
+        await asyncio.sleep(0.2)  # every byte read
+        newcomers = []
+        for victim in ("halfway", "trickling", "silent"):
+            newcomers.append(await connect(receiver))
+            assert await closed_by_server(held.pop(victim)[0], 2.0), victim
+            for name, (reader, _) in held.items():
+                assert not await closed_by_server(reader, 0.05), name
+        for _, writer in newcomers:
+            writer.close()
+
+
 async def test_a_sender_vanishing_mid_body_logs_no_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
