@@ -75,6 +75,25 @@ async def test_registrations_silent_past_their_ttl_are_dropped() -> None:
     await receiver.aclose()
 
 
+async def test_an_old_registration_kept_busy_by_duplicates_shields_no_stale_one() -> None:
+    """Issue 10, item 9: one old registration that keeps getting (ignored) duplicates kept
+    every later stale one from expiring (1,000 of 1,000 stayed)."""
+    receiver = CallbackReceiver(secret=SECRET, public_url="https://h.example.org/av")
+    registry = TaskRegistry(receiver.backend, get_provider("apibox"), ttl=0.2)
+    busy, busy_url = await registered(receiver, TASK, registry=registry)
+    token = busy_url.rsplit("/", 1)[1]
+    assert (await receiver.handle_token(token, {}, callback_bytes(TASK, "text"))).status == 200
+    stale = [(await registered(receiver, f"{i:032x}", registry=registry))[0] for i in range(50)]
+    for _ in range(4):  # the duplicate keeps the busy one fresh past the others' ttl
+        await asyncio.sleep(0.1)
+        await receiver.handle_token(token, {}, callback_bytes(TASK, "text"))
+    assert registry.sweep() == 50
+    assert len(registry) == 1
+    assert all(not state.callbacks_expected for state in stale)
+    assert busy.callbacks_expected
+    await receiver.aclose()
+
+
 @pytest.mark.parametrize(
     "n", [20_000, pytest.param(200_000, marks=pytest.mark.slow)], ids=["20k", "200k"]
 )

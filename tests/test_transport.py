@@ -80,3 +80,36 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+async def test_an_answer_over_the_limit_is_refused_without_reading_it_all(
+    fake_api: FakeApi, chunked: bool
+) -> None:
+    """Issue 10, item 7: a 400 MB credits answer was read whole (830 MB of memory)."""
+    sent = 0
+
+    async def credits(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = 400 * 1024 * 1024
+        await response.prepare(request)
+        try:
+            while sent < 400 * 1024 * 1024:
+                await response.write(b" " * 65536)
+                sent += 65536
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away, as it should
+        return response
+
+    base = await fake_api({("GET", "/api/v1/generate/credit"): credits})
+    async with AddVocalsClient(
+        "k", base_url=base, callback_url="https://h.example.org/c",
+        retry=RetryPolicy.no_wait(attempts=1),
+    ) as client:  # fmt: skip
+        with pytest.raises(APIConnectionError, match="allowed"):
+            await client.get_credits()
+    assert sent < 64 * 1024 * 1024
