@@ -83,6 +83,24 @@ async def test_a_flood_of_idle_connections_makes_room_for_genuine_callbacks() ->
             writer.close()
 
 
+async def test_a_trickling_body_does_not_hold_up_aclose() -> None:
+    """Issue 10, item 1: with slow bodies never cut, ``aclose()`` took twice
+    ``shutdown_timeout``; the receive deadline ends them, and the shutdown with them."""
+    receiver = CallbackReceiver(secret=SECRET, receive_timeout=0.4, shutdown_timeout=3.0)
+    await receiver.start()
+    _, url = await registered(receiver, TASK)
+    _reader, writer = await connect(receiver)
+    writer.write(
+        f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n{{".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)  # its handler is reading the body
+    started = asyncio.get_running_loop().time()
+    await receiver.aclose()
+    assert asyncio.get_running_loop().time() - started < 1.5
+    writer.close()
+
+
 async def test_at_the_limit_the_likeliest_attacker_goes_first() -> None:
     """Issue 10, item 1: at the connection limit a new connection closes, oldest first,
     one whose headers stopped halfway, then one whose body trickles, and one that has sent
