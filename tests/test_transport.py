@@ -19,6 +19,7 @@ from helpers import (
 
 from addvocals_async import (
     AddVocalsClient,
+    AddVocalsError,
     APIConnectionError,
     RetryPolicy,
 )
@@ -113,3 +114,41 @@ async def test_an_answer_over_the_limit_is_refused_without_reading_it_all(
         with pytest.raises(APIConnectionError, match="allowed"):
             await client.get_credits()
     assert sent < 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize("code", ['"²"', '"' + "9" * 5000 + '"', "9" * 5000, '"2OO"'])
+async def test_a_malformed_envelope_code_on_a_submit_is_ambiguous_and_typed(
+    fake_api: FakeApi, code: str
+) -> None:
+    """Issue 10, item 4: ``"²"`` passes ``str.isdigit()`` but not ``int()``, and 5,000
+    digits pass neither; the submit's answer came after the POST, so the task may exist."""
+
+    async def submit(request: web.Request) -> web.Response:
+        body = '{"code": ' + code + ', "msg": "ok", "data": {"taskId": "' + TASK + '"}}'
+        return web.Response(text=body, content_type="application/json")
+
+    base = await fake_api({("POST", SUBMIT): submit})
+    async with AddVocalsClient(
+        "k", base_url=base, callback_url="https://h.example.org/c",
+        retry=RetryPolicy.no_wait(attempts=1),
+    ) as client:  # fmt: skip
+        with pytest.raises(AddVocalsError) as caught:
+            await client.add_vocals(**REQUEST)
+    assert getattr(caught.value, "maybe_submitted", None) is True
+
+
+@pytest.mark.parametrize("credits", ["Infinity", "-Infinity", "NaN", "1e400", '"²"'])
+async def test_odd_credits_are_a_typed_error(fake_api: FakeApi, credits: str) -> None:
+    """Issue 10, item 4: ``get_credits()`` raised bare OverflowError/ValueError."""
+
+    async def answer(request: web.Request) -> web.Response:
+        body = '{"code": 200, "msg": "success", "data": ' + credits + "}"
+        return web.Response(text=body, content_type="application/json")
+
+    base = await fake_api({("GET", "/api/v1/generate/credit"): answer})
+    async with AddVocalsClient(
+        "k", base_url=base, callback_url="https://h.example.org/c",
+        retry=RetryPolicy.no_wait(attempts=1),
+    ) as client:  # fmt: skip
+        with pytest.raises(AddVocalsError):
+            await client.get_credits()
