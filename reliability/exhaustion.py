@@ -76,7 +76,6 @@ async def connections(duration: float, *, half_open: int = 1100, slow: int = 200
     _raise_own_limit()
     seen: dict[str, int] = {}
     async with _child_receiver(seen) as (_child, url):
-        minter = _minter(url)
         # The attack runs in a process of its own, as a real one would: in this one, its
         # thousands of connections would slow the genuine sender this figure measures.
         attacker = await asyncio.create_subprocess_exec(
@@ -93,39 +92,23 @@ async def connections(duration: float, *, half_open: int = 1100, slow: int = 200
         assert attacker.stdout is not None
         await asyncio.wait_for(attacker.stdout.readline(), 20)  # "ready"
         await asyncio.sleep(min(2.0, duration / 4))  # the attack takes hold
-        stop = time.monotonic() + duration - min(2.0, duration / 4)
-        latencies: list[float] = []
-        failures: dict[str, int] = {}
-        sent = 0
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(force_close=True),
-            timeout=aiohttp.ClientTimeout(total=15),
-        ) as session:
-
-            async def genuine() -> None:
-                nonlocal sent
-                sent += 1
-                target = minter.new_callback_url().url
-                body = callback_json(f"{random.getrandbits(128):032x}")
-                began = time.monotonic()
-                try:
-                    async with session.post(target, json=body) as response:
-                        await response.read()
-                        if response.status < 300:
-                            latencies.append(time.monotonic() - began)
-                        else:
-                            failures[str(response.status)] = (
-                                failures.get(str(response.status), 0) + 1
-                            )
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    name = type(exc).__name__
-                    failures[name] = failures.get(name, 0) + 1
-
-            senders = []
-            while time.monotonic() < stop - 0.5:
-                senders.append(asyncio.create_task(genuine()))
-                await asyncio.sleep(0.05)
-            await asyncio.gather(*senders)
+        # The genuine sender too, as the API's would be: this process carries what the
+        # figures before this one left behind.
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "reliability._sender",
+            url,
+            SECRET,
+            str(max(0.5, duration - min(2.0, duration / 4) - 1.0)),  # within the attack
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert sender.stdout is not None
+        report = json.loads(await asyncio.wait_for(sender.stdout.readline(), duration + 60))
+        await sender.wait()
+        sent: int = report["sent"]
+        latencies: list[float] = report["latencies"]
+        failures: dict[str, int] = report["failures"]
         last = await asyncio.wait_for(attacker.stdout.readline(), 30)
         opened: dict[str, int] = json.loads(last) if last.strip() else {}
         await attacker.wait()
