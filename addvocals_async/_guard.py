@@ -193,12 +193,13 @@ class ConnectionGuard:
                 self._move(connection, _Phase.HEADERS, time.monotonic())
             return
         connection.head = b""
-        length = _LENGTH.search(head, 0, end + 2)
-        body = len(head) - end - len(_HEADERS_END)
-        if length is not None and _CHUNKED.search(head, 0, end + 2) is None:
-            connection.remaining = int(length.group(1)) - body
+        if _CHUNKED.search(head, 0, end + 2) is not None:
+            connection.remaining = -1  # its end is known only to aiohttp's parser
         else:
-            connection.remaining = -1
+            # No Content-Length: no body (HTTP/1.1); what follows is the next request's.
+            length = _LENGTH.search(head, 0, end + 2)
+            declared = int(length.group(1)) if length is not None else 0
+            connection.remaining = max(0, declared - (len(head) - end - len(_HEADERS_END)))
         now = time.monotonic()
         if connection.remaining == -1 or connection.remaining > 0:
             self._move(connection, _Phase.BODY, now)
@@ -308,6 +309,18 @@ class _GuardedHandler(RequestHandler):
         if connection is not None and connection.phase is not _Phase.SERVED:
             self.guard.data_arrived(connection, data)
         super().data_received(data)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """Every answer, the handler's or aiohttp's own (a 404, a 400): the connection is
+        idle again, and evictable, even when no handler said so."""
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            connection = self.guarded
+            if connection is not None and connection.phase is _Phase.SERVED:
+                self.guard.response_made(connection.transport)
 
 
 class GuardedServer(web.Server):

@@ -128,6 +128,24 @@ async def test_at_the_limit_the_likeliest_attacker_goes_first() -> None:
             writer.close()
 
 
+async def test_a_connection_answered_without_a_callback_handler_is_evictable() -> None:
+    """A request answered before the callback handler's own bookkeeping (a 404 for a path
+    that is not a callback's) leaves its kept-alive connection idle, not spared for good."""
+    async with CallbackReceiver(
+        secret=SECRET, max_connections=2, receive_timeout=30, keepalive_timeout=30
+    ) as receiver:
+        answered = await connect(receiver)
+        answered[1].write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert b"404" in await asyncio.wait_for(answered[0].readline(), 5)
+        silent = await connect(receiver)
+        await asyncio.sleep(0.1)
+        newcomer = await connect(receiver)
+        assert await closed_by_server(answered[0], 2.0)
+        assert not await closed_by_server(silent[0], 0.1)
+        for _, writer in (answered, silent, newcomer):
+            writer.close()
+
+
 async def test_a_sender_vanishing_mid_body_logs_no_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
