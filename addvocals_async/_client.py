@@ -605,8 +605,10 @@ class AddVocalsClient:
         """
         if not isinstance(task_id, str) or not task_id.strip():
             raise RequestValidationError("task_id", task_id, "must be a non-empty task id")
-        state = self._tasks.attach(task_id.strip())
-        return VocalTask(state, self._api, self.poll_policy, reattached=True)
+        state = self._tasks.attach(task_id.strip(), handles_only=True)
+        handle = VocalTask(state, self._api, self.poll_policy, reattached=True)
+        self._tasks.held_by(state, handle)  # forgotten once every handle is gone
+        return handle
 
     async def get_details(self, task_id: str) -> TaskDetails:
         """What the details endpoint (record-info) says about ``task_id`` now."""

@@ -9,16 +9,31 @@ the attack. The guard:
 - bounds the time to receive a request, headers and body (``receive_timeout``): a
   connection that has not delivered a whole request by then is closed;
 - bounds open connections (``max_connections``, by default below the process's descriptor
-  limit): at the limit, a new connection closes the oldest one that is not being served,
-  so an attacker's idle connections make room for genuine callbacks, which send their
-  request at once and are done in milliseconds.
+  limit, with room for asyncio's accept batches: a batch that runs out of descriptors
+  makes asyncio stop accepting for a whole second). At the limit, a new connection closes
+  one that is not being served, chosen so that an attacker's go and a genuine callback
+  stays. A genuine sender sends its whole request at once; the guard watches the bytes as
+  they arrive and spares a request the moment it is whole, before its handler has run.
+  It closes, oldest first: a connection whose headers stopped halfway, then an idle
+  kept-alive one, then one whose body trickles, and only when there is none of those,
+  one that has sent nothing yet (under load, that may be a genuine one whose bytes the
+  loop has not read yet).
+
+Room is made when asyncio accepts a connection (aiohttp's protocol is created), not one
+loop iteration later when the connection is handed over, so a burst holds at most two
+accept batches of descriptors beyond the limit. And the kernel's accept queue is longer
+than asyncio's accept batch (``LISTEN_QUEUE``): when it is full, a new connection's first
+packet is dropped and its sender tries again only a second or more later, which under a
+flood of reconnecting attackers is the wait every genuine callback would pay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import re
 import resource
 import time
 from typing import Any
@@ -26,14 +41,34 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-__all__ = ["BACKLOG", "ConnectionGuard", "GuardedServer", "default_max_connections"]
+__all__ = [
+    "BACKLOG",
+    "LISTEN_QUEUE",
+    "ConnectionGuard",
+    "GuardedServer",
+    "GuardedSite",
+    "default_max_connections",
+]
 
 log = logging.getLogger("addvocals_async.receiver")
 
 BACKLOG = 128
-"""The listening socket's accept queue. asyncio also accepts up to this many connections
-at a time, so the connection limit keeps this much room below the descriptor limit: a
-burst that runs out of descriptors makes asyncio stop accepting for a whole second."""
+"""How many connections asyncio accepts at a time (its ``backlog``). The connection limit
+keeps room for two such batches below the descriptor limit: the one being accepted, and
+the connections the previous one closed, whose descriptors are released one loop
+iteration later."""
+
+LISTEN_QUEUE = 4096
+"""The kernel's accept queue (capped by ``net.core.somaxconn``, 4,096 on current Linux). A
+connection waiting in it costs no descriptor. Long enough that thousands of attackers
+reconnecting at once do not fill it: a full queue drops a new connection's first packet,
+and its sender tries again only a second or more later. The wait in the queue itself is
+its length over the accept rate, well under a second at thousands a second."""
+
+_HEADERS_END = b"\r\n\r\n"
+_MAX_HEAD = 16 * 1024  # aiohttp refuses longer headers anyway
+_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r\n", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE)
 
 
 def default_max_connections() -> int:
@@ -44,30 +79,47 @@ def default_max_connections() -> int:
         return 1000
     if soft == resource.RLIM_INFINITY:
         return 10_000
-    # Room for a batch of sockets asyncio accepted but has not handed over yet, and one of
-    # those the guard closed that are not closed yet.
+    # Room for a batch of sockets asyncio is accepting, and one of those the guard closed
+    # that are not closed yet.
     return max(16, min(10_000, soft - 2 * BACKLOG - max(64, soft // 16)))
 
 
 class _Phase(enum.Enum):
+    NEW = "new"  # opened: not a byte yet
+    HEADERS = "headers"  # part of a request's headers arrived, not their end
+    BODY = "body"  # the headers arrived, the body is on its way
     SERVED = "served"  # a whole request arrived; its answer is being made
     IDLE = "idle"  # kept alive between requests (aiohttp's keep-alive timer ends it)
+
+
+class _Connection:
+    """One open connection as the guard sees it."""
+
+    __slots__ = ("deadline", "head", "phase", "remaining", "since", "transport")
+
+    def __init__(self, transport: asyncio.Transport, now: float, deadline: float) -> None:
+        self.transport = transport
+        self.phase = _Phase.NEW
+        self.since = now  # when it entered its phase
+        self.deadline = deadline  # for the whole request, while one is arriving
+        self.head = b""  # the request's bytes so far, while its headers arrive
+        self.remaining = -1  # body bytes still to come, when its length is known
 
 
 class ConnectionGuard:
     """Tracks the open connections of one listening socket; see the module docstring.
 
-    A connection receiving a request holds its deadline (a number, ``time.monotonic()``);
-    one timer per guard, not one per request, closes the late ones every half deadline,
-    so a request costs two dictionary writes, not a timer.
+    Each phase keeps its connections in a dict in the order they entered it, so the one
+    to evict is the first of one of them, found in O(1). One timer per guard, not one per
+    request, closes the connections past their receive deadline every half deadline.
     """
 
     def __init__(self, *, max_connections: int, receive_timeout: float) -> None:
         self.max_connections = max_connections
         self.receive_timeout = receive_timeout
-        # Insertion-ordered, oldest first: a deadline while a request arrives, else the
-        # connection's phase. Only SERVED ones are spared from eviction.
-        self._open: dict[asyncio.Transport, float | _Phase] = {}
+        self._open: dict[asyncio.Transport, _Connection] = {}
+        self._phases: dict[_Phase, dict[_Connection, None]] = {phase: {} for phase in _Phase}
+        self._reserved = 0  # accepted, room made, not handed over yet
         self._sweeper: asyncio.TimerHandle | None = None
         self.evicted = 0
         self.refused = 0
@@ -77,69 +129,152 @@ class ConnectionGuard:
     def __len__(self) -> int:
         return len(self._open)
 
-    def opened(self, transport: asyncio.Transport) -> bool:
-        """Track a new connection; False when it must be closed at once (the limit is
-        reached and every open connection is being served)."""
-        if len(self._open) >= self.max_connections and not self._evict_one():
+    # ---------------------------------------------------------------- connections
+
+    def make_room(self) -> bool:
+        """A connection is being accepted: make room for it now, before its descriptor is
+        handed over. False when it must be closed at once (the limit is reached and every
+        open connection is being served)."""
+        if len(self._open) + self._reserved >= self.max_connections and not self._evict_one():
             self.refused += 1
             self._warn()
             return False
-        self._open[transport] = time.monotonic() + self.receive_timeout
+        self._reserved += 1
+        return True
+
+    def opened(self, transport: asyncio.Transport) -> _Connection:
+        """Track a connection ``make_room`` admitted."""
+        if self._reserved:
+            self._reserved -= 1
+        now = time.monotonic()
+        connection = _Connection(transport, now, now + self.receive_timeout)
+        self._open[transport] = connection
+        self._phases[_Phase.NEW][connection] = None
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(
                 self.receive_timeout / 2, self._sweep
             )
-        return True
+        return connection
 
     def closed(self, transport: asyncio.Transport) -> None:
-        self._open.pop(transport, None)
+        connection = self._open.pop(transport, None)
+        if connection is not None:
+            self._phases[connection.phase].pop(connection, None)
+
+    def _move(self, connection: _Connection, phase: _Phase, now: float) -> None:
+        self._phases[connection.phase].pop(connection, None)
+        connection.phase = phase
+        connection.since = now
+        self._phases[phase][connection] = None
+
+    def data_arrived(self, connection: _Connection, data: bytes) -> None:
+        """Bytes arrived on a connection that is receiving a request (or idle, before its
+        next one). A request that arrived whole is spared at once, as it would be once
+        its handler has read it: under load that is a few loop iterations later, and a
+        connection still receiving by then looks like a slow one."""
+        phase = connection.phase
+        if phase is _Phase.BODY:
+            if connection.remaining >= 0:
+                connection.remaining -= len(data)
+                if connection.remaining <= 0:
+                    self._move(connection, _Phase.SERVED, time.monotonic())
+            return
+        if phase is _Phase.IDLE:  # the next request on a kept-alive connection
+            connection.deadline = time.monotonic() + self.receive_timeout
+            connection.head = b""
+        elif phase is not _Phase.HEADERS and phase is not _Phase.NEW:
+            return
+        head = connection.head + data
+        end = head.find(_HEADERS_END)
+        if end < 0:
+            # Kept only while it could still be a request's headers; aiohttp refuses more.
+            connection.head = head if len(head) <= _MAX_HEAD else b""
+            if phase is not _Phase.HEADERS:
+                self._move(connection, _Phase.HEADERS, time.monotonic())
+            return
+        connection.head = b""
+        if _CHUNKED.search(head, 0, end + 2) is not None:
+            connection.remaining = -1  # its end is known only to aiohttp's parser
+        else:
+            # No Content-Length: no body (HTTP/1.1); what follows is the next request's.
+            length = _LENGTH.search(head, 0, end + 2)
+            declared = int(length.group(1)) if length is not None else 0
+            connection.remaining = max(0, declared - (len(head) - end - len(_HEADERS_END)))
+        now = time.monotonic()
+        if connection.remaining == -1 or connection.remaining > 0:
+            self._move(connection, _Phase.BODY, now)
+        else:
+            self._move(connection, _Phase.SERVED, now)
 
     def request_started(self, transport: asyncio.Transport | None) -> None:
-        """A request's headers arrived: its body must follow within the deadline. (The
-        first request of a connection is already under the deadline set when it opened;
-        a later one on a kept-alive connection gets one here.)"""
-        if transport is not None and self._open.get(transport) is _Phase.IDLE:
-            self._open[transport] = time.monotonic() + self.receive_timeout
+        """A request's headers were read: its body must follow within the deadline (set
+        when its first bytes arrived)."""
+        connection = self._open.get(transport) if transport is not None else None
+        if connection is not None and connection.phase in (
+            _Phase.NEW,
+            _Phase.HEADERS,
+            _Phase.IDLE,
+        ):
+            if connection.phase is _Phase.IDLE:
+                connection.deadline = time.monotonic() + self.receive_timeout
+            self._move(connection, _Phase.BODY, time.monotonic())
 
     def request_received(self, transport: asyncio.Transport | None) -> None:
         """The whole request arrived: no deadline, and spared from eviction, while it is
         served."""
-        if transport is not None and transport in self._open:
-            self._open[transport] = _Phase.SERVED
+        connection = self._open.get(transport) if transport is not None else None
+        if connection is not None:
+            self._move(connection, _Phase.SERVED, time.monotonic())
 
     def response_made(self, transport: asyncio.Transport | None) -> None:
         """Served: the connection idles until its next request, and may be evicted (so a
-        sender re-using one genuine URL cannot hold connections past the limit). The
-        eviction order stays the order connections opened: the oldest goes first."""
-        if transport is not None and transport in self._open:
-            self._open[transport] = _Phase.IDLE
+        sender re-using one genuine URL cannot hold connections past the limit)."""
+        connection = self._open.get(transport) if transport is not None else None
+        if connection is not None and connection.phase is not _Phase.IDLE:
+            self._move(connection, _Phase.IDLE, time.monotonic())
+
+    # ---------------------------------------------------------------- clean-up
 
     def _sweep(self) -> None:
         """Close the connections past their receive deadline; again in half a deadline
         while any connection is open."""
         self._sweeper = None
+        self._reserved = 0  # a handover that never came must not shrink the limit for good
         now = time.monotonic()
         late = [
-            t for t, phase in self._open.items() if not isinstance(phase, _Phase) and phase <= now
+            connection
+            for phase in (_Phase.NEW, _Phase.HEADERS, _Phase.BODY)
+            for connection in self._phases[phase]
+            if connection.deadline <= now
         ]
-        for transport in late:
+        for connection in late:
             self.timed_out += 1
-            self._open[transport] = _Phase.SERVED  # closing: spared, then forgotten
-            transport.abort()
+            self._move(connection, _Phase.SERVED, now)  # closing: spared, then forgotten
+            connection.transport.abort()
         if self._open:
             self._sweeper = asyncio.get_running_loop().call_later(
                 self.receive_timeout / 2, self._sweep
             )
 
+    def _victim(self) -> _Connection | None:
+        """The connection to close for a new one, oldest first in the first phase that
+        has one: headers stopped halfway, idle, body trickling, nothing sent yet."""
+        phases = self._phases
+        for phase in (_Phase.HEADERS, _Phase.IDLE, _Phase.BODY):
+            first = next(iter(phases[phase]), None)
+            if first is not None:
+                return first
+        return next(iter(phases[_Phase.NEW]), None)
+
     def _evict_one(self) -> bool:
-        for transport, phase in self._open.items():
-            if phase is not _Phase.SERVED:  # receiving, or idle: the oldest goes
-                del self._open[transport]
-                self.evicted += 1
-                self._warn()
-                transport.abort()
-                return True
-        return False
+        victim = self._victim()
+        if victim is None:
+            return False
+        self.closed(victim.transport)
+        self.evicted += 1
+        self._warn()
+        victim.transport.abort()
+        return True
 
     def close(self) -> None:
         """Stop the sweeping timer (the server is shutting down)."""
@@ -151,27 +286,97 @@ class ConnectionGuard:
         if not self._warned:
             self._warned = True
             log.warning(
-                "the receiver reached %d open connections: closing the oldest idle ones "
-                "to make room (a flood of slow or idle connections?)",
+                "the receiver reached %d open connections: closing the oldest idle or "
+                "slow ones to make room (a flood of slow or idle connections?)",
                 self.max_connections,
             )
 
 
+class _GuardedHandler(RequestHandler):
+    """aiohttp's connection protocol, telling the guard when a request's headers are
+    complete: as the bytes arrive, before aiohttp's own parser has handed them on."""
+
+    __slots__ = ("admitted", "guard", "guarded")
+
+    def __init__(self, manager: GuardedServer, admitted: bool, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.guard = manager.guard
+        self.admitted = admitted
+        self.guarded: _Connection | None = None
+
+    def data_received(self, data: bytes) -> None:
+        connection = self.guarded
+        if connection is not None and connection.phase is not _Phase.SERVED:
+            self.guard.data_arrived(connection, data)
+        super().data_received(data)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """Every answer, the handler's or aiohttp's own (a 404, a 400): the connection is
+        idle again, and evictable, even when no handler said so."""
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            connection = self.guarded
+            if connection is not None and connection.phase is _Phase.SERVED:
+                self.guard.response_made(connection.transport)
+
+
 class GuardedServer(web.Server):
     """aiohttp's low-level server, telling a ``ConnectionGuard`` of every connection it
-    opens and closes (and closing one the guard does not admit)."""
+    accepts, opens and closes (and closing one the guard does not admit)."""
 
-    def __init__(self, handler: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
+    def __init__(
+        self,
+        handler: Any,
+        guard: ConnectionGuard,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, loop=loop, **kwargs)
         self.guard = guard
+        self.event_loop = loop or asyncio.get_running_loop()
+        # What aiohttp gives each connection's protocol (keep-alive, logger, …).
+        self.handler_options = {
+            key: value
+            for key, value in kwargs.items()
+            if key not in ("request_factory", "handler_cancellation")
+        }
+
+    def __call__(self) -> RequestHandler:
+        """A connection is being accepted: room is made for it now."""
+        admitted = self.guard.make_room()
+        return _GuardedHandler(self, admitted, loop=self.event_loop, **self.handler_options)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
-        if not self.guard.opened(transport):
+        if isinstance(handler, _GuardedHandler) and not handler.admitted:
             transport.abort()
+            return
+        connection = self.guard.opened(transport)
+        if isinstance(handler, _GuardedHandler):
+            handler.guarded = connection
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         transport = handler.transport
         if isinstance(transport, asyncio.Transport):
             self.guard.closed(transport)
         super().connection_lost(handler, exc)
+
+
+class GuardedSite(web.TCPSite):
+    """aiohttp's TCP site, with a kernel accept queue of ``LISTEN_QUEUE`` while asyncio
+    still accepts ``BACKLOG`` connections at a time (aiohttp gives both one number)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int) -> None:
+        super().__init__(runner, host, port, backlog=BACKLOG)
+
+    async def start(self) -> None:
+        await super().start()
+        # aiohttp keeps the asyncio server to itself; without it the queue stays BACKLOG.
+        server = getattr(self, "_server", None)
+        for sock in getattr(server, "sockets", ()):
+            with contextlib.suppress(OSError), sock.dup() as listening:
+                listening.listen(LISTEN_QUEUE)  # the same socket: a dup shares it

@@ -339,7 +339,7 @@ class CallbackReceiver:
         await self.backend.connect()  # a store out of reach fails here, clearly
         from aiohttp import web
 
-        from ._guard import BACKLOG, ConnectionGuard, GuardedServer, default_max_connections
+        from ._guard import ConnectionGuard, GuardedServer, GuardedSite, default_max_connections
 
         self._load_web()
         max_connections, receive_timeout = self._guard_settings
@@ -361,7 +361,7 @@ class CallbackReceiver:
         )
         runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=BACKLOG)
+        site = GuardedSite(runner, self.host, self.port)
         try:
             await site.start()
         except BaseException:
@@ -538,9 +538,12 @@ class CallbackReceiver:
                     response = self._answer(publish_now(checked), checked)
                 else:
                     response = await self._publish(checked)
-        except ConnectionError:
+        except (ConnectionError, RuntimeError) as exc:
             # The sender went away mid-body, or its receive deadline closed the connection:
-            # nobody is left to answer, and nothing to log but a count.
+            # nobody is left to answer, and nothing to log but a count. (aiohttp raises
+            # RuntimeError when the connection was gone before the body was read.)
+            if isinstance(exc, RuntimeError) and request.transport is not None:
+                raise
             self.stats.disconnected += 1
             return self._response(status=400)
         finally:

@@ -6,13 +6,20 @@ URL it sent (its callbacks may beat the answer), a submitted or re-attached task
 id. It forgets a task when it ends, tells its terminal listeners (a list: the pending
 store, metrics, …), and sweeps tasks nobody has heard of for ``ttl`` seconds, whose
 waiters, if any, go on by polling.
+
+A task re-attached by ``client.task(id)`` is held for its handles only: the registry keeps
+a weak reference to each, and once the last one is garbage (nobody can wait on it any
+more, since a waiting coroutine holds its handle) the task is forgotten at once, not after
+the ``ttl``. A callback for it then finds nothing here, like any unknown task's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
+import weakref
 from collections.abc import Callable
 
 from ._delivery import Delivery, DeliveryBackend, DeliveryResult
@@ -53,9 +60,17 @@ class TaskRegistry:
         self._on_terminal = self._finished  # bound once, shared by every task
         self._seam_open = backend is not None
         self._next_sweep = time.monotonic() + ttl / 8
+        # Tasks held only by their handles (client.task(id)): how many are alive.
+        self._handles: dict[TaskState, int] = {}
+        # Weak references to those handles; a dead one's state is queued in _dropped and
+        # forgotten at the next call here or on the loop, never inside the collector.
+        self._handle_refs: dict[weakref.ref[object], TaskState] = {}
+        self._dropped: list[TaskState] = []
+        self._release_scheduled = False
 
     def __len__(self) -> int:
         """How many tasks are awaited here (0 once all have ended)."""
+        self._release_dropped()
         return len(self._by_task) + len(self._by_ref)
 
     def __repr__(self) -> str:
@@ -70,6 +85,7 @@ class TaskRegistry:
     def expect(self, ref: str) -> TaskState:
         """A state for a submit about to be sent with callback URL ``ref``: its callbacks
         reach it from now on, even before the submit returns."""
+        self._release_dropped()
         self._maybe_sweep()
         state = TaskState(None, self._profile, callbacks_expected=self._seam_open)
         state.ref = ref
@@ -95,6 +111,7 @@ class TaskRegistry:
             state = TaskState(task_id, self._profile, callbacks_expected=self._seam_open)
             state.ref = ref
         state.task_id = task_id
+        self._handles.pop(state, None)  # a submit's own task: held until it ends
         backend = self._backend
         if backend is None or ref is None or not self._seam_open:
             return state
@@ -134,14 +151,23 @@ class TaskRegistry:
             if self._backend is not None:
                 self._backend.unsubscribe(self, ref=ref)
 
-    def attach(self, task_id: str, *, ref: str | None = None) -> TaskState:
+    def attach(
+        self, task_id: str, *, ref: str | None = None, handles_only: bool = False
+    ) -> TaskState:
         """The state of a task submitted earlier (another process, before a restart), to
         which callbacks naming it are routed. One state per task id. ``ref``, when known
         (from the pending store), is the one callback URL the task takes callbacks
-        through; without it, the first genuine URL that names the task becomes its own."""
+        through; without it, the first genuine URL that names the task becomes its own.
+
+        ``handles_only``: the task is held for the handles given to ``held_by`` and
+        forgotten once they are all gone (``client.task(id)``); otherwise it is held until
+        it ends or the sweep (a task resumed from the pending store)."""
+        self._release_dropped()
         self._maybe_sweep()
         state = self._by_task.get(task_id)
         if state is not None:
+            if not handles_only:
+                self._handles.pop(state, None)  # held for good from now on
             return state
         state = TaskState(task_id, self._profile, callbacks_expected=self._seam_open)
         state.ref = ref
@@ -149,7 +175,47 @@ class TaskRegistry:
             self._by_task[task_id] = state
             state.on_terminal(self._on_terminal)
             self._backend.subscribe(self, task_id=task_id)
+            if handles_only:
+                self._handles[state] = 0
         return state
+
+    def held_by(self, state: TaskState, handle: object) -> None:
+        """``handle`` (a ``VocalTask``) waits on ``state``: a task attached with
+        ``handles_only`` is kept while any of its handles is alive."""
+        if state in self._handles:
+            self._handles[state] += 1
+            self._handle_refs[weakref.ref(handle, self._handle_gone)] = state
+
+    def _handle_gone(self, ref: weakref.ref[object]) -> None:
+        # Called by the garbage collector, at any point of any code: only queue the state.
+        state = self._handle_refs.pop(ref, None)
+        if state is None:
+            return
+        self._dropped.append(state)
+        if not self._release_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop: released at the next call here
+            self._release_scheduled = True
+            loop.call_soon(self._release_dropped)
+
+    def _release_dropped(self) -> None:
+        """Forget the tasks whose last handle is gone."""
+        self._release_scheduled = False
+        if not self._dropped:
+            return
+        dropped, self._dropped = self._dropped, []
+        for state in dropped:
+            count = self._handles.get(state)
+            if count is None:
+                continue  # ended, swept, or held for good meanwhile
+            if count > 1:
+                self._handles[state] = count - 1
+                continue
+            del self._handles[state]
+            state.on_terminal(None)
+            self._forget(state)
 
     # ---------------------------------------------------------------- the seam's side
 
@@ -185,6 +251,9 @@ class TaskRegistry:
         states = {*self._by_task.values(), *self._by_ref.values()}
         self._by_task.clear()
         self._by_ref.clear()
+        self._handles.clear()
+        self._handle_refs.clear()
+        self._dropped.clear()
         for state in states:
             state.on_terminal(None)
             state.stop_expecting_callbacks()
@@ -202,6 +271,7 @@ class TaskRegistry:
     def _forget(self, state: TaskState) -> None:
         backend = self._backend
         task_id, ref = state.task_id, state.ref
+        self._handles.pop(state, None)
         if task_id is not None and self._by_task.get(task_id) is state:
             del self._by_task[task_id]
             if backend is not None:

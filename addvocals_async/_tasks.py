@@ -424,6 +424,7 @@ class VocalTask:
 
     __slots__ = (
         "_connection_failures",
+        "__weakref__",  # the registry forgets a re-attached task once its handles are gone
         "_last_poll",
         "_policy",
         "_poll_interval",

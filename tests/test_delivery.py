@@ -6,14 +6,18 @@ contract every backend keeps is in ``test_seam_contract.py``."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import aiohttp
 import pytest
 from helpers import (
+    REQUEST,
     SECRET,
     TASK,
     callback_bytes,
+    client_for,
+    live,
     registered,
 )
 
@@ -69,6 +73,80 @@ async def test_registrations_silent_past_their_ttl_are_dropped() -> None:
     assert all(not state.callbacks_expected for state in lost)  # their waiters poll instead
     assert fresh.callbacks_expected
     await receiver.aclose()
+
+
+async def test_an_old_registration_kept_busy_by_duplicates_shields_no_stale_one() -> None:
+    """Issue 10, item 9: one old registration that keeps getting (ignored) duplicates kept
+    every later stale one from expiring (1,000 of 1,000 stayed)."""
+    receiver = CallbackReceiver(secret=SECRET, public_url="https://h.example.org/av")
+    registry = TaskRegistry(receiver.backend, get_provider("apibox"), ttl=0.2)
+    busy, busy_url = await registered(receiver, TASK, registry=registry)
+    token = busy_url.rsplit("/", 1)[1]
+    assert (await receiver.handle_token(token, {}, callback_bytes(TASK, "text"))).status == 200
+    stale = [(await registered(receiver, f"{i:032x}", registry=registry))[0] for i in range(50)]
+    for _ in range(4):  # the duplicate keeps the busy one fresh past the others' ttl
+        await asyncio.sleep(0.1)
+        await receiver.handle_token(token, {}, callback_bytes(TASK, "text"))
+    assert registry.sweep() == 50
+    assert len(registry) == 1
+    assert all(not state.callbacks_expected for state in stale)
+    assert busy.callbacks_expected
+    await receiver.aclose()
+
+
+@pytest.mark.parametrize(
+    "n", [20_000, pytest.param(200_000, marks=pytest.mark.slow)], ids=["20k", "200k"]
+)
+async def test_dropped_reattached_handles_are_forgotten_without_waiting_for_the_ttl(
+    n: int,
+) -> None:
+    """Issue 10, item 9: 200,000 ``client.task(id)`` handles dropped unused kept 200,000
+    registrations for the 6 h TTL. The registration lives as long as a handle does: a
+    held one still resolves, a dropped one's task may still call back, harmlessly."""
+    async with live() as env:
+        client, receiver = env.client, env.receiver
+        backend = receiver.backend
+        assert isinstance(backend, InMemoryBackend)
+        async with client_for(env.sim) as elsewhere:  # submitted by "another process"
+            task_id = (await elsewhere.add_vocals(**REQUEST)).task_id
+        held = client.task(task_id)
+        again = client.task(task_id)  # a second handle on the same registration
+        for i in range(n):
+            client.task(f"{i:032x}")  # dropped at once, never awaited
+        gc.collect()
+        assert len(client.tasks) == 1  # the held task only
+        del again
+        gc.collect()
+        assert len(client.tasks) == 1  # `held` still holds it
+        assert len(backend) == 1
+        # A callback for a dropped handle's task: acknowledged, filed like any unknown one.
+        late = receiver.new_callback_url().url
+        async with env.http.post(late, data=callback_bytes(f"{7:032x}", "complete")) as answer:
+            assert answer.status == 200
+        assert receiver.stats.orphaned == 1
+        result = await held.complete(timeout=30)
+        assert result.task_id == task_id
+        assert result.tracks
+        del held
+        gc.collect()
+        assert len(client.tasks) == 0
+        assert len(backend) == 0
+
+
+async def test_a_handle_dropped_while_another_one_waits_keeps_the_task() -> None:
+    """The waiting handle keeps the registration; one dropped meanwhile does not end it."""
+    async with live() as env:
+        client = env.client
+        async with client_for(env.sim) as elsewhere:
+            task_id = (await elsewhere.add_vocals(**REQUEST)).task_id
+        waiting = asyncio.ensure_future(client.task(task_id).complete(timeout=30))
+        client.task(task_id)
+        gc.collect()
+        await asyncio.sleep(0)
+        assert len(client.tasks) == 1
+        assert (await waiting).task_id == task_id
+        gc.collect()
+        assert len(client.tasks) == 0
 
 
 @pytest.mark.slow

@@ -83,6 +83,69 @@ async def test_a_flood_of_idle_connections_makes_room_for_genuine_callbacks() ->
             writer.close()
 
 
+async def test_a_trickling_body_does_not_hold_up_aclose() -> None:
+    """Issue 10, item 1: with slow bodies never cut, ``aclose()`` took twice
+    ``shutdown_timeout``; the receive deadline ends them, and the shutdown with them."""
+    receiver = CallbackReceiver(secret=SECRET, receive_timeout=0.4, shutdown_timeout=3.0)
+    await receiver.start()
+    _, url = await registered(receiver, TASK)
+    _reader, writer = await connect(receiver)
+    writer.write(
+        f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n{{".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)  # its handler is reading the body
+    started = asyncio.get_running_loop().time()
+    await receiver.aclose()
+    assert asyncio.get_running_loop().time() - started < 1.5
+    writer.close()
+
+
+async def test_at_the_limit_the_likeliest_attacker_goes_first() -> None:
+    """Issue 10, item 1: at the connection limit a new connection closes, oldest first,
+    one whose headers stopped halfway, then one whose body trickles, and one that has sent
+    nothing only after those: under load, it may be a genuine callback whose bytes the
+    loop has not read yet."""
+    async with CallbackReceiver(
+        secret=SECRET, max_connections=3, receive_timeout=30, keepalive_timeout=30
+    ) as receiver:
+        _, url = await registered(receiver, TASK)
+        path = yarl.URL(url).path
+        held = {"silent": await connect(receiver), "trickling": await connect(receiver)}
+        held["trickling"][1].write(
+            f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n{{".encode()
+        )
+        held["halfway"] = await connect(receiver)
+        held["halfway"][1].write(b"POST /addvocals/cb/x HTTP/1.1\r\nHost: h\r\n")
+        await asyncio.sleep(0.2)  # every byte read
+        newcomers = []
+        for victim in ("halfway", "trickling", "silent"):
+            newcomers.append(await connect(receiver))
+            assert await closed_by_server(held.pop(victim)[0], 2.0), victim
+            for name, (reader, _) in held.items():
+                assert not await closed_by_server(reader, 0.05), name
+        for _, writer in newcomers:
+            writer.close()
+
+
+async def test_a_connection_answered_without_a_callback_handler_is_evictable() -> None:
+    """A request answered before the callback handler's own bookkeeping (a 404 for a path
+    that is not a callback's) leaves its kept-alive connection idle, not spared for good."""
+    async with CallbackReceiver(
+        secret=SECRET, max_connections=2, receive_timeout=30, keepalive_timeout=30
+    ) as receiver:
+        answered = await connect(receiver)
+        answered[1].write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert b"404" in await asyncio.wait_for(answered[0].readline(), 5)
+        silent = await connect(receiver)
+        await asyncio.sleep(0.1)
+        newcomer = await connect(receiver)
+        assert await closed_by_server(answered[0], 2.0)
+        assert not await closed_by_server(silent[0], 0.1)
+        for _, writer in (answered, silent, newcomer):
+            writer.close()
+
+
 async def test_a_sender_vanishing_mid_body_logs_no_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -475,6 +475,37 @@ def test_bad_headers_raise_webhook_verification_error(headers: dict[str, str]) -
     assert isinstance(caught.value, ValueError)
 
 
+def test_a_task_id_with_a_lone_surrogate_is_signed_and_checked_not_crashed() -> None:
+    """Issue 10, item 6: ``sign_webhook`` raised ``UnicodeEncodeError`` for a task id with
+    a lone surrogate (HTTP 500 in kie mode), and ``verify_signature`` let it escape."""
+    task_id = "\ud800x"
+    body = json.dumps({"code": 200, "data": {"callbackType": "text", "task_id": task_id}})
+    signature = sign_webhook(task_id, VECTOR_TS, VECTOR_KEY)
+    headers = vector_headers(VECTOR_TS, signature)
+    verify_signature(body, headers, VECTOR_KEY, now=VECTOR_TS)  # raises when it fails
+    with pytest.raises(WebhookVerificationError):
+        verify_signature(body, vector_headers(VECTOR_TS, VECTOR_SIG), VECTOR_KEY, now=VECTOR_TS)
+
+
+async def test_kie_mode_answers_a_lone_surrogate_task_id_without_a_server_error() -> None:
+    receiver = CallbackReceiver(
+        secret=SECRET, public_url="https://hooks.example.org/av", webhook_hmac_key=HMAC_KEY
+    )
+    url = receiver.new_callback_url().url
+    task_id = "\ud800x"
+    stamp = int(time.time())
+    headers = {
+        "x-webhook-timestamp": str(stamp),
+        "x-webhook-signature": sign_webhook(task_id, stamp, HMAC_KEY),
+    }
+    body = json.dumps(
+        {"code": 200, "msg": "", "data": {"callbackType": "text", "task_id": task_id}}
+    )
+    answer = await receiver.handle_token(token_of(url), headers, body.encode())
+    assert answer.status < 500
+    await receiver.aclose()
+
+
 # -------------------------------------------------------------------- no secret leaks
 
 API_KEY = "sk-sim-api-key-MUST-NOT-LEAK-5150"
