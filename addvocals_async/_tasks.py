@@ -423,8 +423,8 @@ class VocalTask:
     """
 
     __slots__ = (
-        "_connection_failures",
         "__weakref__",  # the registry forgets a re-attached task once its handles are gone
+        "_connection_failures",
         "_last_poll",
         "_policy",
         "_poll_interval",

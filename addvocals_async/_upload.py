@@ -102,19 +102,28 @@ class _SizedReader(io.BufferedReader):
         loop: asyncio.AbstractEventLoop,
         progress: UploadProgress | None,
         total: int,
+        offset: int | None = None,
     ) -> None:
         super().__init__(raw)
         self._loop = loop
         self._progress = progress
         self._total = total
         self._sent = 0
+        # A duplicated descriptor shares its file offset with the caller's file and with
+        # the copy an earlier attempt may still be reading in aiohttp's thread: such a copy
+        # reads at its own position (pread), never through the shared one.
+        self._offset = offset if hasattr(os, "pread") else None
         self.shrank = False
 
     def read(self, size: int | None = -1, /) -> bytes:
         left = self._total - self._sent
         if left <= 0:
             return b""
-        chunk = super().read(left if size is None or size < 0 else min(size, left))
+        want = left if size is None or size < 0 else min(size, left)
+        if self._offset is not None:
+            chunk = os.pread(self.fileno(), want, self._offset + self._sent)
+        else:
+            chunk = super().read(want)
         if not chunk:
             self.shrank = True
             raise OSError(errno.EIO, "the file shrank while it was being uploaded")
@@ -259,7 +268,8 @@ class Uploader:
                 now = os.fstat(duplicate).st_size - start
                 if any(copy.shrank for copy in copies) or now != size:
                     raise LocalFileError(shown, f"changed while being uploaded ({size} -> {now})")
-                copy = _SizedReader(os.fdopen(duplicate, "rb", buffering=0), loop, None, size)
+                raw = os.fdopen(duplicate, "rb", buffering=0)
+                copy = _SizedReader(raw, loop, None, size, offset=start)
             except BaseException:
                 os.close(duplicate)
                 raise
