@@ -34,10 +34,12 @@ redis:
 	  echo "installed $$(redis-server --version | cut -d' ' -f1-3)" || \
 	  echo "could not install redis-server: the Redis tests will skip (fail under CI)"; }
 
-# Two worker processes (pytest-xdist; one on a one-core machine): most tests wait on
-# sockets, timers and child processes, so two halve the wall time on two cores.
+# Worker processes (pytest-xdist): one more than the cores, at most 4. Most tests wait on
+# sockets, timers and child processes rather than the CPU: on two cores three workers
+# take about 70 s where one takes 170 s (four contend and take longer again).
+PYTEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(4, (os.cpu_count() or 1) + 1))')
 pytest: $(STAMP) redis
-	$(BIN)/python -m pytest --numprocesses auto --maxprocesses 2
+	$(BIN)/python -m pytest --numprocesses $(PYTEST_WORKERS)
 
 test: lint typecheck pytest
 
