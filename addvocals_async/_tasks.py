@@ -180,6 +180,7 @@ class TaskState:
         "_events",
         "_on_terminal",
         "_reached",
+        "_shared_result",
         "_waiters",
         "_wants",
         "callbacks_expected",
@@ -207,6 +208,10 @@ class TaskState:
         self.ref: str | None = None  # the receiver registration routing callbacks here
         self._events: list[CallbackEvent] | None = None
         self._reached: dict[Stage, CallbackEvent] | None = None
+        # The last result handed out, with its event: every waiter of a stage gets the
+        # same object, so waking 100,000 of them allocates nothing that outlives them
+        # (new survivors by the thousand would bring on a full garbage collection).
+        self._shared_result: tuple[CallbackEvent, TaskResult] | None = None
         self.failure: TaskFailedError | None = None
         self.last_activity = time.monotonic()
         self.poll_requested = False
@@ -330,7 +335,12 @@ class TaskState:
         ``TaskFailedError`` when it failed before reaching it."""
         event = self._reached.get(stage) if self._reached is not None else None
         if event is not None:
-            return self._result(event)
+            shared = self._shared_result
+            if shared is not None and shared[0] is event:
+                return shared[1]
+            result = self._result(event)
+            self._shared_result = (event, result)
+            return result
         if self.failure is not None:
             raise self.failure
         return None
