@@ -558,6 +558,10 @@ class AddVocalsClient:
         while task_id is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                # Nothing came: stop listening on that URL (a late callback is then an
+                # orphan, as for any URL nobody awaits), so nothing stays registered.
+                if state.task_id is None:
+                    registry.abandon(state)
                 return None
             await state.wait_changed(min(remaining, 1.0))
             task_id = await found()

@@ -117,6 +117,9 @@ async def test_recover_returns_none_when_no_task_was_created() -> None:
         started = time.monotonic()
         assert await client.recover(unused.ref, timeout=0.2) is None
         assert time.monotonic() - started < 2
+        # Nothing is left listening on that URL: the registry is as before the call.
+        assert len(client.tasks) == 0
+        assert len(receiver.backend) == 0  # type: ignore[arg-type]
 
 
 async def test_a_rejected_submit_has_nothing_to_recover() -> None:
