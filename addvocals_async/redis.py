@@ -923,17 +923,7 @@ class RedisPendingStore:
         if not max_age >= 1:
             raise ValueError("max_age must be at least 1 second")
         self._owns_client = isinstance(redis, str)
-        if isinstance(redis, str):
-            self.url = redact_url(redis)
-            try:
-                self._redis: Client = aioredis.Redis.from_url(
-                    redis, socket_timeout=5.0, socket_connect_timeout=2.0
-                )
-            except ValueError:
-                raise ValueError(f"not a Redis URL: {self.url}") from None
-        else:
-            self._redis = redis
-            self.url = _describe(redis)
+        self._redis, self.url = _plain_client(redis)
         self.name = name
         self.prefix = prefix
         self.max_age = max_age
@@ -1077,17 +1067,7 @@ class RedisSubmitThrottle:
         self.limit = limit
         self.window = window
         self._owns_client = isinstance(redis, str)
-        if isinstance(redis, str):
-            self.url = redact_url(redis)
-            try:
-                self._redis: Client = aioredis.Redis.from_url(
-                    redis, socket_timeout=5.0, socket_connect_timeout=2.0
-                )
-            except ValueError:
-                raise ValueError(f"not a Redis URL: {self.url}") from None
-        else:
-            self._redis = redis
-            self.url = _describe(redis)
+        self._redis, self.url = _plain_client(redis)
         self.key = f"{prefix}{key}"
         self._script = self._redis.register_script(_ACQUIRE)
         self._token = secrets.token_hex(8)
@@ -1182,6 +1162,21 @@ def _connection_kwargs(client: Client) -> dict[str, Any]:
     pool = getattr(client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", None)
     return dict(kwargs) if isinstance(kwargs, dict) else {}
+
+
+def _plain_client(redis: str | Client) -> tuple[Client, str]:
+    """The client of a companion (pending store, throttle): made from a URL with socket
+    deadlines, or the one given; and how to name it (no password)."""
+    if not isinstance(redis, str):
+        return redis, _describe(redis)
+    url = redact_url(redis)
+    try:
+        client: Client = aioredis.Redis.from_url(
+            redis, socket_timeout=5.0, socket_connect_timeout=2.0
+        )
+    except ValueError:
+        raise ValueError(f"not a Redis URL: {url}") from None
+    return client, url
 
 
 def _describe(client: Client) -> str:
