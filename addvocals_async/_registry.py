@@ -62,10 +62,10 @@ class TaskRegistry:
         self._next_sweep = time.monotonic() + ttl / 8
         # Tasks held only by their handles (client.task(id)): how many are alive.
         self._handles: dict[TaskState, int] = {}
-        # Weak references to those handles; a dead one's state is queued in _dropped and
+        # Weak references to those handles; a dead one is queued in _dropped and its state
         # forgotten at the next call here or on the loop, never inside the collector.
         self._handle_refs: dict[weakref.ref[object], TaskState] = {}
-        self._dropped: list[TaskState] = []
+        self._dropped: list[weakref.ref[object]] = []
         self._release_scheduled = False
 
     def __len__(self) -> int:
@@ -187,11 +187,9 @@ class TaskRegistry:
             self._handle_refs[weakref.ref(handle, self._handle_gone)] = state
 
     def _handle_gone(self, ref: weakref.ref[object]) -> None:
-        # Called by the garbage collector, at any point of any code: only queue the state.
-        state = self._handle_refs.pop(ref, None)
-        if state is None:
-            return
-        self._dropped.append(state)
+        # Called by the garbage collector, at any point of any code (an insertion into
+        # _handle_refs included): only queue the reference, touch no dict.
+        self._dropped.append(ref)
         if not self._release_scheduled:
             try:
                 loop = asyncio.get_running_loop()
@@ -206,7 +204,10 @@ class TaskRegistry:
         if not self._dropped:
             return
         dropped, self._dropped = self._dropped, []
-        for state in dropped:
+        for ref in dropped:
+            state = self._handle_refs.pop(ref, None)
+            if state is None:
+                continue
             count = self._handles.get(state)
             if count is None:
                 continue  # ended, swept, or held for good meanwhile
