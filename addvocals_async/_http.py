@@ -249,9 +249,12 @@ class Transport:
         except aiohttp.ClientConnectorError as exc:
             raise APIConnectionError(f"{what}: could not connect: {exc.os_error}") from exc
         except asyncio.TimeoutError as exc:
-            raise APITimeoutError(
-                f"{what}: no answer within {self.request_timeout:g} s", maybe_submitted=submit
-            ) from exc
+            stall = self._timeout.sock_read
+            if isinstance(exc, aiohttp.ServerTimeoutError) and stall is not None:
+                why = f"nothing received for {stall:g} s"  # a read stalled, not the total
+            else:
+                why = f"no answer within {self._timeout.total or self.request_timeout:g} s"
+            raise APITimeoutError(f"{what}: {why}", maybe_submitted=submit) from exc
         except aiohttp.ClientError as exc:
             raise APIConnectionError(
                 f"{what}: the connection failed: {type(exc).__name__}", maybe_submitted=submit

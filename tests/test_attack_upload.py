@@ -16,6 +16,7 @@ from helpers import client_for, mp3_bytes, write_mp3
 from addvocals_async import (
     AddVocalsClient,
     AddVocalsError,
+    APITimeoutError,
     LocalFileError,
     RetryPolicy,
     UploadedFile,
@@ -202,3 +203,39 @@ async def test_a_file_object_that_changed_before_a_retry_is_a_local_file_error(
             with pytest.raises(LocalFileError, match="changed while being uploaded"):
                 await client.upload(file)
     assert sim.uploads == {}
+
+
+async def test_a_stalled_upload_host_is_named_by_the_stall_not_the_total() -> None:
+    """An upload may take ``upload_timeout`` (minutes) as a whole, each read at most
+    ``request_timeout``: a host that stops answering is cut at the stall, and the error
+    said "no answer within 300 s" where it waited 0.2 s."""
+
+    release = asyncio.Event()
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        await release.wait()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", stall)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with AddVocalsClient(
+            "sk-test",
+            provider="kie",
+            base_url=url,
+            request_timeout=0.2,
+            upload_timeout=60,
+            retry=RetryPolicy(attempts=1),
+        ) as client:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(APITimeoutError, match=r"nothing received for 0\.2 s"):
+                await client.upload(mp3_bytes(2_000), "beat.mp3")
+            assert asyncio.get_running_loop().time() - started < 3
+    finally:
+        release.set()
+        await runner.cleanup()
