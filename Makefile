@@ -38,7 +38,10 @@ redis:
 # sockets, timers and child processes rather than the CPU: on two cores three workers
 # take about 70 s where one takes 170 s (four contend and take longer again).
 PYTEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(4, (os.cpu_count() or 1) + 1))')
+# Bytecode first: the suite starts about a hundred child processes (CLI, examples, workers),
+# and where PYTHONDONTWRITEBYTECODE is set each would compile the package again.
 pytest: $(STAMP) redis
+	$(BIN)/python -m compileall -q addvocals_async benchmarks reliability > /dev/null
 	$(BIN)/python -m pytest --numprocesses $(PYTEST_WORKERS)
 
 test: lint typecheck pytest
