@@ -16,6 +16,9 @@ from typing import Any
 
 import attrs
 
+from addvocals_async import AddVocalsClient, CallbackReceiver, PollPolicy, RetryPolicy
+from addvocals_async.testing import Simulator
+
 __all__ = [
     "REQUEST",
     "ErrorWatch",
@@ -24,6 +27,7 @@ __all__ = [
     "percentile",
     "raw_request",
     "rss_bytes",
+    "sim_client",
     "track_json",
 ]
 
@@ -36,6 +40,18 @@ REQUEST: dict[str, Any] = {
     "negative_tags": "Metal",
 }
 """The required fields of every submit the figures make."""
+
+
+def sim_client(sim: Simulator, receiver: CallbackReceiver, **options: Any) -> AddVocalsClient:
+    """A client of ``sim`` through ``receiver``: no submit throttle (the simulator's limit
+    is what a figure sets), retries without waits, fast polls; ``options`` override."""
+    settings: dict[str, Any] = {
+        "throttle": False,
+        "retry": RetryPolicy.no_wait(),
+        "poll": PollPolicy.fast(),
+        **options,
+    }
+    return AddVocalsClient(sim.api_key, base_url=sim.base_url, receiver=receiver, **settings)
 
 
 @attrs.define

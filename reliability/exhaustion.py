@@ -17,14 +17,12 @@ from typing import Any
 import aiohttp
 
 from addvocals_async import (
-    AddVocalsClient,
     CallbackReceiver,
     PollPolicy,
-    RetryPolicy,
 )
 from addvocals_async.testing import Simulator, StageTimes
 
-from ._common import Row, callback_json, dumps, percentile, rss_bytes, track_json
+from ._common import Row, callback_json, dumps, percentile, rss_bytes, sim_client, track_json
 
 SECRET = "reliability-exhaustion-secret-0123"
 STALL_GOAL = 0.100
@@ -143,12 +141,9 @@ async def _stall(n: int, cancel_share: float, *, freeze: bool) -> tuple[float, s
             speed=1, seed=1, rate_limit=None, stage_times=StageTimes(3600, 3600, 3600)
         ) as sim,
         CallbackReceiver(secret=SECRET) as receiver,
-        AddVocalsClient(
-            sim.api_key,
-            base_url=sim.base_url,
-            receiver=receiver,
-            throttle=False,  # the simulator has no submit rate limit here
-            retry=RetryPolicy.no_wait(),
+        sim_client(
+            sim,
+            receiver,
             poll=PollPolicy(grace=600, initial=600, maximum=600, min_interval=600),
         ) as client,
     ):

@@ -15,17 +15,14 @@ import aiohttp
 import yarl
 
 from addvocals_async import (
-    AddVocalsClient,
     CallbackReceiver,
-    PollPolicy,
-    RetryPolicy,
     Stage,
     VocalTask,
     sign_webhook,
 )
 from addvocals_async.testing import Simulator, StageTimes
 
-from ._common import REQUEST, Row, callback_json
+from ._common import REQUEST, Row, callback_json, sim_client
 
 SECRET = "reliability-forgery-secret-012345"
 HMAC_KEY = "reliability-forgery-hmac-key"
@@ -42,18 +39,6 @@ def _mutate(rng: random.Random, token: str) -> str:
 
 def _token(url: str) -> str:
     return yarl.URL(url).name
-
-
-def _client(sim: Simulator, receiver: CallbackReceiver, **options: Any) -> AddVocalsClient:
-    return AddVocalsClient(
-        sim.api_key,
-        base_url=sim.base_url,
-        receiver=receiver,
-        throttle=False,  # the simulator has no submit rate limit here
-        retry=RetryPolicy.no_wait(),
-        poll=PollPolicy.fast(),
-        **options,
-    )
 
 
 class _Attack:
@@ -109,7 +94,7 @@ async def run(n: int = 40_000, *, seed: int = 5) -> list[Row]:
         async with Simulator(speed=1000, seed=seed, stage_times=QUICK, rate_limit=None) as sim:
             receiver = CallbackReceiver(secret=SECRET)
             await receiver.start()
-            client = _client(sim, receiver)
+            client = sim_client(sim, receiver)
             # Old tasks: submitted and finished, their URLs now only "old".
             old = [await client.add_vocals(**REQUEST) for _ in range(5)]
             for task in old:
@@ -152,7 +137,7 @@ async def run(n: int = 40_000, *, seed: int = 5) -> list[Row]:
             await receiver.aclose()
             receiver = CallbackReceiver(secret=SECRET)
             await receiver.start()
-            client = _client(sim, receiver)
+            client = sim_client(sim, receiver)
             reattached = [client.task(i) for i in ids]
             jobs = []
             for _ in range(per):
@@ -187,7 +172,7 @@ async def run(n: int = 40_000, *, seed: int = 5) -> list[Row]:
                 rate_limit=None,
             ) as sim,
             CallbackReceiver(secret=SECRET, webhook_hmac_key=HMAC_KEY) as receiver,
-            _client(sim, receiver, provider="kie") as client,
+            sim_client(sim, receiver, provider="kie") as client,
         ):
             kie_live = [await client.add_vocals(**REQUEST) for _ in range(10)]
             kie_ids = [t.task_id for t in kie_live]

@@ -7,15 +7,12 @@ import asyncio
 import time
 
 from addvocals_async import (
-    AddVocalsClient,
     CallbackReceiver,
-    PollPolicy,
-    RetryPolicy,
     TaskResult,
 )
 from addvocals_async.testing import Simulator, StageTimes
 
-from ._common import REQUEST, Row
+from ._common import REQUEST, Row, sim_client
 
 SECRET = "reliability-restart-secret-012345"
 # 0.3 / 0.6 / 0.9 s at speed 1000; callback retries 20, 40, 60 ms apart.
@@ -32,20 +29,9 @@ async def _once(n: int, *, same_secret: bool) -> Row:
         stage_times=STAGES,
         retry_delays=(20.0, 40.0, 60.0),
     ) as sim:
-
-        def client_for(receiver: CallbackReceiver) -> AddVocalsClient:
-            return AddVocalsClient(
-                sim.api_key,
-                base_url=sim.base_url,
-                receiver=receiver,
-                throttle=False,  # the simulator has no submit rate limit here
-                retry=RetryPolicy.no_wait(),
-                poll=PollPolicy.fast(),
-            )
-
         receiver = CallbackReceiver(secret=SECRET)
         await receiver.start()
-        client = client_for(receiver)
+        client = sim_client(sim, receiver)
         tasks = await asyncio.gather(*(client.add_vocals(**REQUEST) for _ in range(n)))
         ids = [t.task_id for t in tasks]
         await asyncio.sleep(0.35)  # some at text, none complete
@@ -58,7 +44,7 @@ async def _once(n: int, *, same_secret: bool) -> Row:
             secret=SECRET if same_secret else SECRET + "-another", port=port
         )
         await receiver.start()
-        client = client_for(receiver)
+        client = sim_client(sim, receiver)
         reattached = [client.task(i) for i in ids]
         results = await asyncio.gather(
             *(t.complete(timeout=60) for t in reattached), return_exceptions=True

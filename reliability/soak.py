@@ -14,16 +14,13 @@ from typing import Any
 import yarl
 
 from addvocals_async import (
-    AddVocalsClient,
     AddVocalsError,
     APIConnectionError,
     APIError,
     CallbackReceiver,
     InMemoryBackend,
     MaintenanceError,
-    PollPolicy,
     RateLimitError,
-    RetryPolicy,
     SlidingWindowThrottle,
     Stage,
     TaskFailedError,
@@ -32,7 +29,7 @@ from addvocals_async import (
 )
 from addvocals_async.testing import SCENARIOS, Simulator
 
-from ._common import REQUEST, Row
+from ._common import REQUEST, Row, sim_client
 
 SECRET = "reliability-soak-secret-0123456789"
 # Every scenario by the same weight, half the submits left to the normal run.
@@ -74,12 +71,9 @@ async def run(n: int = 10_000, *, seed: int = 20250101, concurrency: int = 250) 
             min_callback_timeout=5.0,
         ) as sim,
         CallbackReceiver(secret=SECRET) as receiver,
-        AddVocalsClient(
-            sim.api_key,
-            base_url=sim.base_url,
-            receiver=receiver,
-            retry=RetryPolicy.no_wait(),
-            poll=PollPolicy.fast(),
+        sim_client(
+            sim,
+            receiver,
             request_timeout=2.0,
             throttle=SlidingWindowThrottle(200, 1.0),  # the simulator's rate, as in life
         ) as client,
