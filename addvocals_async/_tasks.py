@@ -186,6 +186,7 @@ class TaskState:
         "callbacks_expected",
         "failure",
         "last_activity",
+        "moved_at",
         "poll_requested",
         "profile",
         "quiet_warned",
@@ -213,7 +214,8 @@ class TaskState:
         # (new survivors by the thousand would bring on a full garbage collection).
         self._shared_result: tuple[CallbackEvent, TaskResult] | None = None
         self.failure: TaskFailedError | None = None
-        self.last_activity = time.monotonic()
+        self.last_activity = time.monotonic()  # any callback or poll answer naming the task
+        self.moved_at: float | None = None  # when the last accepted event moved it
         self.poll_requested = False
         self.quiet_warned = False
         # None, the one waiter's future (the stage rank it waits for in ``_wants``), or
@@ -257,6 +259,7 @@ class TaskState:
             for stage in target.covers:
                 self._reached.setdefault(stage, event)
             self.stage = target
+        self.moved_at = self.last_activity
         if self._events is None:
             self._events = []
         self._events.append(event)
@@ -434,10 +437,10 @@ class VocalTask:
 
     __slots__ = (
         "__weakref__",  # the registry forgets a re-attached task once its handles are gone
+        "_born",
         "_connection_failures",
         "_last_poll",
         "_policy",
-        "_poll_interval",
         "_poll_lock",
         "_reattached",
         "_source",
@@ -459,7 +462,10 @@ class VocalTask:
         # wait asks the details endpoint at once instead of giving callbacks a grace period.
         self._reattached = reattached
         self._last_poll: float | None = None
-        self._poll_interval: float | None = None
+        # When the task was submitted, as far as this process knows: the handle is made
+        # as the submit answers; a re-attached task's first poll revises it from the stage
+        # it has reached. Polls and the grace for late callbacks follow the stage times.
+        self._born = time.monotonic()
         self._poll_lock: asyncio.Lock | None = None
         self._connection_failures = 0
 
@@ -491,18 +497,10 @@ class VocalTask:
         """Seconds until a waiter of this task next asks the details endpoint (0: at once),
         or ``None`` while it waits for callbacks (a receiver attached, not quiet for the
         grace period yet). For progress displays: nothing polls unless somebody waits."""
-        state = self._state
         now = time.monotonic()
-        to_next = max(0.0, self._time_to_next_poll(now))
-        if (
-            state.callbacks_expected
-            and not state.poll_requested
-            and not (self._reattached and self._last_poll is None)
-        ):
-            quiet_for = now - state.last_activity
-            if quiet_for < self._policy.grace_period:
-                return None
-        return to_next
+        if self._listening() and self._late_at() > now:
+            return None
+        return max(0.0, self._next_poll_at(Stage.COMPLETE.rank) - now)
 
     async def text(self, timeout: float | None = None) -> TaskResult:
         """Wait for the lyrics stage (satisfied by any later stage, even if it was skipped)."""
@@ -521,12 +519,23 @@ class VocalTask:
         return await self._refresh(attempts=None)
 
     async def _refresh(self, *, attempts: int | None) -> TaskDetails:
-        self._state.poll_requested = False  # a request during this poll asks for another
+        state = self._state
+        first_look = self._reattached and self._last_poll is None
+        state.poll_requested = False  # a request during this poll asks for another
         details = await self._source.details(self.task_id, attempts=attempts)
         event = event_from_details(details)
-        if event is not None:
-            self._state.apply(event)
-        self._last_poll = time.monotonic()
+        moved = event is not None and state.apply(event)
+        now = self._last_poll = time.monotonic()
+        if first_look:
+            # Submitted some time ago: at least as long ago as the stage reached takes.
+            self._born = now - self._policy.due(state.stage.rank)
+        elif (
+            moved
+            and state.callbacks_expected
+            and not state.quiet_warned
+            and all(e.extra.get("source") == "poll" for e in state.events)
+        ):
+            self._warn_quiet()
         return details
 
     async def events(self, timeout: float | None = None) -> AsyncIterator[CallbackEvent]:
@@ -593,24 +602,18 @@ class VocalTask:
         ``None`` when it is time to poll now, or the deadline has passed. ``wants``: the
         stage rank that ends the wait (0: any change does)."""
         state = self._state
-        policy = self._policy
         now = time.monotonic()
         remaining = until - now
         if remaining <= 0:
             return None
-        if (
-            state.callbacks_expected
-            and not state.poll_requested
-            and not (self._reattached and self._last_poll is None)
-        ):
-            # Callbacks flowing: stay quiet. Silent for `grace`: poll on the schedule.
-            quiet_for = now - state.last_activity
-            grace = policy.grace_period
-            sleep = max(grace - quiet_for, self._time_to_next_poll(now))
-            if quiet_for >= grace and not state.events and not state.quiet_warned:
-                self._warn_quiet(grace)
+        if self._listening():
+            # Callbacks bring each stage on time: stay quiet until the one due next is
+            # late, then check once; past the last stage's, poll on the schedule.
+            sleep = self._late_at() - now
+            if sleep <= 0:
+                sleep = self._next_poll_at(wants) - now
         else:
-            sleep = self._time_to_next_poll(now)
+            sleep = self._next_poll_at(wants) - now
         if sleep > 0:
             return state.add_waiter(min(sleep, remaining), wants)
         if not self._can_poll():
@@ -639,31 +642,78 @@ class VocalTask:
             await asyncio.wait_for(self._poll(), remaining)
         return False
 
-    def _warn_quiet(self, grace: float) -> None:
-        """Once per task: callbacks were expected and not one came within the grace period,
-        which looks exactly like a slow API unless somebody says so."""
-        self._state.quiet_warned = True
+    def _warn_quiet(self) -> None:
+        """Once per task: callbacks were expected, yet a poll found a stage that not one
+        callback brought, which looks exactly like a slow API unless somebody says so."""
+        state = self._state
+        state.quiet_warned = True
         log.warning(
-            "no callback for task %a within %.1f s: polling the details endpoint instead. "
-            "Is the receiver's public_url reachable from the internet? "
-            "(`addvocals doctor --public-url URL` or `await receiver.check_reachable()` "
-            "tests it)",
+            "no callback for task %a, yet polling found it at stage %s: polling the "
+            "details endpoint instead. Is the receiver's public_url reachable from the "
+            "internet? (`addvocals doctor --public-url URL` or "
+            "`await receiver.check_reachable()` tests it)",
             self.task_id,
-            grace,
+            state.stage.value,
         )
 
     def _can_poll(self) -> bool:
         # A task whose id no answer or callback has named yet cannot be asked about.
         return self._state.task_id is not None and self._source.can_poll
 
-    def _time_to_next_poll(self, now: float) -> float:
-        if self._last_poll is None:
-            return 0.0
-        # A callback naming the task asked for a poll: only the per-task floor applies,
-        # not the growing schedule (10-30 s), which is for silence.
-        interval = 0.0 if self._state.poll_requested else self._poll_interval or 0.0
-        interval = max(interval, self._policy.poll_floor)
-        return self._last_poll + interval - now
+    def _listening(self) -> bool:
+        """True while callbacks are trusted to bring the next stage: a receiver is
+        attached, no callback asked for a poll, and this is not a re-attached task's
+        first look."""
+        state = self._state
+        return (
+            state.callbacks_expected
+            and not state.poll_requested
+            and not (self._reattached and self._last_poll is None)
+        )
+
+    def _since(self) -> float:
+        """The submit's time as the stages seen so far tell it: a stage whose callback
+        came later than usual moves the times the next ones are due by as much. (A poll
+        finds a stage some time after it was reached: that says nothing so precise.)"""
+        state = self._state
+        moved_at, events = state.moved_at, state.events
+        if moved_at is None or not events or events[-1].extra.get("source") == "poll":
+            return self._born
+        return max(self._born, moved_at - self._policy.due(state.stage.rank))
+
+    def _late_at(self) -> float:
+        """When the next stage's callback is late enough for one poll to check: the next
+        stage's lateness not yet checked by a poll (a skipped stage costs one poll), or
+        ``-inf`` once even the last stage's is (from then on, the poll schedule)."""
+        since = self._since()
+        last_poll = self._last_poll
+        for rank in range(self._state.stage.rank + 1, Stage.COMPLETE.rank + 1):
+            at = since + self._policy.late(rank)
+            if last_poll is None or last_poll < at:
+                return at
+        return -math.inf
+
+    def _next_poll_at(self, wants: int) -> float:
+        """When a waiter for the stage of rank ``wants`` (0: the next stage) polls next:
+        densely around the time that stage is due, sparsely away from it; soon after a
+        callback asked for a poll; at once for a re-attached task never polled."""
+        state = self._state
+        policy = self._policy
+        last = self._last_poll
+        if state.poll_requested:
+            # A callback naming the task asked for a poll: only the per-task floor
+            # applies, not the schedule.
+            return -math.inf if last is None else last + policy.poll_floor
+        if last is None:
+            if self._reattached:
+                return -math.inf
+            last = self._born  # the submit was the last request
+        since = self._since()
+        target = max(wants, state.stage.rank + 1)
+        # The jitter (±10 %) spreads the polls of tasks submitted together; drawn from the
+        # last poll's time, it stays the same however often this is asked.
+        jitter = 0.9 + 0.2 * ((hash(last) * 2654435761) % 1009) / 1009
+        return last + policy.interval(last - since, policy.due(target), jitter)
 
     async def _poll(self) -> None:
         """One poll of the details endpoint, shared by every waiter of this task. Errors
@@ -678,7 +728,6 @@ class VocalTask:
             now = time.monotonic()
             if self._last_poll is not None and now - self._last_poll < self._policy.poll_floor:
                 return  # a poll just happened, perhaps another waiter's: it was applied
-            self._poll_interval = self._policy.next_interval(self._poll_interval)
             log.debug("polling task %a", self.task_id)
             try:
                 # One attempt: a failed poll is retried by the poll schedule itself, not

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import http_load, import_time, pending_memory, redis_seam, submit
+from . import http_load, import_time, pending_memory, poll_timing, redis_seam, submit
 from ._load import cores, have_wrk
 
 RECEIVERS = ("bare", "receiver", "receiver_speed")
@@ -43,6 +43,7 @@ async def measure(quick: bool) -> dict[str, Any]:
         figures["submit"] = await submit.run_quick(40)
         figures["awaited_memory"] = await pending_memory.awaited_memory(300)
         figures["pending_memory"] = await pending_memory.run(n=300)
+        figures["poll_timing"] = await poll_timing.run(n=1, rounds=1, speed=500.0)
         return figures
     steps: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
         # 10,000 callbacks per server and round, 100,000 more tasks pending (a live heap)
@@ -53,6 +54,8 @@ async def measure(quick: bool) -> dict[str, Any]:
         ("awaited_memory", lambda: pending_memory.awaited_memory(100_000)),
         ("pending_memory", lambda: pending_memory.run(n=100_000)),
         ("redis_seam", redis_seam.run),
+        # 150 tasks at the real stage timings ± 20 %, 10 times faster: about 80 s
+        ("poll_timing", poll_timing.run),
     ]
     for name, step in steps:  # progress on stderr: a full run takes minutes
         print(f"measuring {name}...", file=sys.stderr, flush=True)
@@ -147,6 +150,26 @@ def table(figures: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
         f"{pend['dispatch_ratio']:.2f}",
         f"≤ {pend['dispatch_goal']}",
         pend["dispatch_ratio"] <= pend["dispatch_goal"],
+    )
+    polls = figures["poll_timing"]
+    add(
+        "API requests per task, receiver, callbacks on time",
+        f"{polls['with_receiver_requests_mean']:.2f} (max {polls['with_receiver_requests_max']})",
+        "–",
+        "–",
+        "exactly 1",
+        polls["with_receiver_requests_max"] == poll_timing.GOAL_REQUESTS_WITH_RECEIVER,
+    )
+    rounds = polls["round_median_delays_s"]
+    add(
+        "notify delay without a receiver, real timings ± 20 %",
+        f"{polls['median_delay_s']:.1f} s, {polls['requests_median']:.0f} requests "
+        f"(max {polls['requests_max']}, {polls['refused']} refused)",
+        "–",
+        f"({min(rounds):.1f}–{max(rounds):.1f} s)",
+        f"≤ {poll_timing.GOAL_MEDIAN_DELAY_S:.0f} s, "
+        f"≤ {poll_timing.GOAL_REQUESTS_WITHOUT} requests",
+        polls["met"],
     )
     seam = figures.get("redis_seam")
     if seam is not None and "skipped" not in seam:

@@ -3,12 +3,14 @@ child processes (``ADDVOCALS_TESTING``) turn it on."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
-from addvocals_async import PollPolicy, RetryPolicy, is_testing, set_testing
+from addvocals_async import PollPolicy, RetryPolicy, Stage, is_testing, set_testing
 from addvocals_async._config import DEFAULT_TIME_SCALE, TESTING_ENV, _from_environment, time_scale
 
 
@@ -34,14 +36,38 @@ def test_retry_waits_are_zero_under_it_and_attempts_are_kept() -> None:
 def test_poll_timings_scale_but_deadlines_do_not() -> None:
     policy = PollPolicy()
     with set_testing(True, time_scale=0.01):
-        assert policy.grace_period == pytest.approx(0.6)
+        assert policy.grace_period == pytest.approx(0.15)
         assert policy.poll_floor == pytest.approx(0.01)
-        assert 0.08 <= policy.next_interval(None) <= 0.12  # 10 s ± 20 %, scaled
-        assert policy.next_interval(10.0) == pytest.approx(0.3, rel=0.21)  # capped at 30 s
+        assert policy.due(Stage.COMPLETE.rank) == pytest.approx(1.8)  # 180 s, scaled
+        assert policy.interval(1.8, 1.8) == pytest.approx(0.04)  # 4 s at the due time
+        assert policy.interval(0.0, 1.8) == pytest.approx(0.3)  # capped at 30 s
         assert (policy.default_timeout, policy.final_poll_timeout) == (1200.0, 10.0)
     with set_testing(False):
-        assert (policy.grace_period, policy.poll_floor) == (60.0, 1.0)
-        assert 8.0 <= policy.next_interval(None) <= 12.0
+        assert (policy.grace_period, policy.poll_floor) == (15.0, 1.0)
+        assert policy.interval(180.0, 180.0) == 4.0
+
+
+def test_the_poll_schedule_follows_the_stage_times() -> None:
+    """Dense where the awaited stage is due, sparse away from it; a callback is late a
+    quarter of its stage's time after it (or ``grace``, when longer)."""
+    policy = PollPolicy()
+    with set_testing(False):
+        assert [policy.due(rank) for rank in range(5)] == [0.0, 30.0, 100.0, 180.0, 180.0]
+        assert [policy.late(rank) for rank in (1, 2, 3)] == [45.0, 125.0, 225.0]
+        assert policy.interval(165.0, 180.0) == 4.0  # within 18 s of the due time
+        assert policy.interval(142.0, 180.0) == pytest.approx(10.0)  # 20 s further: +6 s
+        assert policy.interval(218.0, 180.0) == pytest.approx(14.0)  # as late: +10 s
+        assert policy.interval(0.0, 180.0) == 30.0  # at most ``maximum``
+        assert policy.interval(175.0, 180.0, jitter=1.1) == pytest.approx(4.4)
+        assert PollPolicy(min_interval=5.0).interval(180.0, 180.0) == 5.0  # the floor
+
+
+@pytest.mark.parametrize(
+    "times", [(30.0, 20.0, 180.0), (-1.0, 100.0, 180.0), (30.0, 100.0), (0, 1, math.inf)]
+)
+def test_stage_times_out_of_order_are_refused(times: Any) -> None:
+    with pytest.raises(ValueError, match="stage_times"):
+        PollPolicy(stage_times=times)
 
 
 def test_set_testing_is_a_context_manager_that_restores() -> None:

@@ -224,7 +224,11 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
 def _polling_note(args: argparse.Namespace) -> str:
     """Why nothing shows for a while: without a receiver here, stages come by polling."""
     interval = getattr(args, "poll_interval", None)
-    every = f"every {interval:g} s" if interval is not None else "every 10 s, growing to 30 s"
+    every = (
+        f"every {interval:g} s"
+        if interval is not None
+        else "every 4 s around when each stage is usually reached, up to 30 s away from it"
+    )
     return (
         f"  no receiver in this process: polling the API {every} (--poll-interval; "
         "--receiver-port and --public-url get each stage as it happens)"

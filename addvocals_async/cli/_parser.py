@@ -114,7 +114,10 @@ def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
         "--poll-interval",
         type=_poll_interval,
         metavar="SECONDS",
-        help="poll the task this often (default: every 10 s, growing to 30 s; at least 0.5)",
+        help=(
+            "poll the task this often (default: every 4 s around when each stage is "
+            "usually reached, up to 30 s away from it; at least 0.5)"
+        ),
     )
     group.add_argument(
         "--receiver-port",

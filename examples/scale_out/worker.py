@@ -97,5 +97,10 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=10, help="how many tasks to submit")
     parser.add_argument("--resume", action="store_true", help="await what --name had in flight")
     parser.add_argument("--prefix", default="addvocals:", help="the tier's Redis key prefix")
-    parser.add_argument("--grace", type=float, default=60.0, help="seconds before polling")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=15.0,
+        help="seconds a callback may be late, past its stage's usual time, before a poll",
+    )
     asyncio.run(main(parser.parse_args()))
