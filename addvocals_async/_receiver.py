@@ -353,6 +353,8 @@ class CallbackReceiver:
         server = GuardedServer(
             self._aiohttp_handler,
             self._guard,
+            hold=self.max_body_size,
+            on_abandoned=self._abandoned,
             request_factory=self._make_request,
             access_log=None,
             # Also how long a new connection may go without a whole request's headers.
@@ -380,6 +382,11 @@ class CallbackReceiver:
             scheme="http", host=bound_host, port=bound_port, path=self.path
         )
 
+    def _abandoned(self) -> None:
+        """A request was cut mid-body before it reached a handler (the sender went away,
+        or the guard closed it as too slow)."""
+        self.stats.disconnected += 1
+
     async def aclose(self) -> None:
         """Stop accepting callbacks. In-flight requests finish; waiting tasks fall back
         to polling, or get ``ReceiverClosedError`` when their client is closed too."""
@@ -393,6 +400,15 @@ class CallbackReceiver:
             # only retry minutes later.
             for site in list(runner.sites):
                 await site.stop()
+            from ._guard import GuardedServer
+
+            server = runner.server
+            if isinstance(server, GuardedServer):
+                arriving = server.release_arriving()
+                for _ in range(20):  # a few loop turns: their handlers start, in flight
+                    if self._in_flight >= arriving:
+                        break
+                    await asyncio.sleep(0)
             await self._drain()
             await runner.cleanup()
         if self._guard is not None:
@@ -487,6 +503,10 @@ class CallbackReceiver:
         token = path[len(prefix) :]
         if request.method != "POST" or not path.startswith(prefix) or "/" in token:
             return self._json_response(_NOT_FOUND)
+        if "Expect" in request.headers:  # rare: no router here to answer it for us
+            expect = request.headers["Expect"].lower()
+            if expect == "100-continue" and request.version >= (1, 1):
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return await self._serve(request, token)
 
     async def _mounted_handler(self, request: web.Request) -> web.StreamResponse:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -236,3 +237,156 @@ async def test_a_task_id_that_is_not_text_is_a_bad_body() -> None:
             body = {"code": 200, "msg": "", "data": {"callbackType": "text", "task_id": hostile}}
             answer = await receiver.handle(yarl.URL(url).path, {}, json.dumps(body).encode())
             assert answer.status == 400
+
+
+# --------------------------------------------------------------- the doorman (issue 10)
+
+
+def aiohttp_handlers(receiver: CallbackReceiver) -> int:
+    """How many connections aiohttp's server holds a protocol (parser, timer, task) for."""
+    runner = receiver._runner  # the harness's look inside
+    assert runner is not None
+    assert runner.server is not None
+    return len(runner.server.connections)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def test_connections_without_a_whole_request_cost_no_aiohttp_protocol() -> None:
+    """Issue 10, item 1: a flood of connections is as cheap to accept as can be, so the
+    accept queue drains fast and genuine callbacks wait in it for little. Until a whole
+    request has arrived, only the guard knows a connection."""
+    async with CallbackReceiver(secret=SECRET) as receiver:
+        state, url = await registered(receiver, TASK)
+        path = yarl.URL(url).path
+        held = [await connect(receiver) for _ in range(30)]
+        for i, (_, writer) in enumerate(held):
+            if i % 3 == 0:
+                writer.write(b"POST /addvocals/cb/x HTTP/1.1\r\nHost: h\r\n")  # half-open
+            elif i % 3 == 1:  # a genuine token, a body that trickles
+                writer.write(f"POST {path} HTTP/1.1\r\nContent-Length: 900\r\n\r\n{{".encode())
+        guard = receiver._guard
+        assert guard is not None
+        await until(lambda: len(guard) == 30)
+        assert aiohttp_handlers(receiver) == 0
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=callback_bytes(TASK, "text")) as answer,
+        ):
+            assert answer.status == 200
+        assert state.stage is Stage.TEXT
+        for _, writer in held:
+            writer.close()
+
+
+async def test_a_body_that_arrives_in_pieces_is_served_once_whole() -> None:
+    async with CallbackReceiver(secret=SECRET) as receiver:
+        state, url = await registered(receiver, TASK)
+        body = callback_bytes(TASK, "text")
+        reader, writer = await connect(receiver)
+        head = f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}"
+        for piece in (head.encode(), b"\r\n\r\n", body[:7], body[7:20], body[20:]):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.startswith(b"HTTP/1.1 200"), status
+        assert state.stage is Stage.TEXT
+        writer.close()
+
+
+async def test_a_sender_waiting_for_100_continue_gets_it() -> None:
+    async with CallbackReceiver(secret=SECRET) as receiver:
+        state, url = await registered(receiver, TASK)
+        body = callback_bytes(TASK, "text")
+        reader, writer = await connect(receiver)
+        writer.write(
+            f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        interim = await asyncio.wait_for(reader.readline(), 5)  # no body sent before it
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        await reader.readline()  # the blank line ending the interim answer
+        writer.write(body)
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.startswith(b"HTTP/1.1 200"), status
+        assert state.stage is Stage.TEXT
+        writer.close()
+
+
+async def test_a_body_longer_than_the_limit_is_refused_before_it_arrives() -> None:
+    async with CallbackReceiver(secret=SECRET, max_body_size=1000) as receiver:
+        _, url = await registered(receiver, TASK)
+        reader, writer = await connect(receiver)
+        writer.write(
+            f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n"
+            "{".encode()
+        )
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.startswith(b"HTTP/1.1 413"), status
+        writer.close()
+
+
+async def test_a_callback_still_arriving_with_a_length_lands_when_the_receiver_closes() -> None:
+    """Shutdown hands a request whose body is on its way to aiohttp, which receives it
+    within shutdown_timeout; a connection that never finished its headers is closed."""
+    receiver = CallbackReceiver(secret=SECRET, shutdown_timeout=5.0)
+    await receiver.start()
+    state, url = await registered(receiver, TASK)
+    body = callback_bytes(TASK, "text")
+    reader, writer = await connect(receiver)
+    writer.write(
+        f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}\r\n"
+        "\r\n".encode()
+        + body[:10]
+    )
+    await writer.drain()
+    half_reader, half_writer = await connect(receiver)
+    half_writer.write(b"POST /addvocals/cb/x HTTP/1.1\r\nHost: h\r\n")
+    guard = receiver._guard
+    assert guard is not None
+    await until(lambda: len(guard) == 2)
+    closing = asyncio.ensure_future(receiver.aclose())
+    await asyncio.sleep(0.1)
+    writer.write(body[10:])
+    status = await asyncio.wait_for(reader.readline(), 5)
+    assert status.startswith(b"HTTP/1.1 200"), status
+    await closing
+    assert state.stage is Stage.TEXT
+    assert await closed_by_server(half_reader, 2.0)
+    writer.close()
+    half_writer.close()
+
+
+def test_the_doorman_works_on_uvloop_too() -> None:
+    """``addvocals serve`` runs on uvloop (the speed extra), whose transports are no
+    asyncio.Transport: the doorman hands over to aiohttp there as well."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> tuple[int, Stage, int]:
+        async with CallbackReceiver(secret=SECRET) as receiver:
+            state, url = await registered(receiver, TASK)
+            _, half = await connect(receiver)
+            half.write(b"POST /addvocals/cb/x HTTP/1.1\r\nHost: h\r\n")
+            body = callback_bytes(TASK, "text")
+            reader, writer = await connect(receiver)
+            writer.write(
+                f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[:5]
+            )
+            await asyncio.sleep(0.05)
+            writer.write(body[5:])
+            status = await asyncio.wait_for(reader.readline(), 5)
+            handlers = aiohttp_handlers(receiver)  # the half-open one has none
+            writer.close()
+            half.close()
+            return int(status.split()[1]), state.stage, handlers
+
+    assert uvloop.run(scenario()) == (200, Stage.TEXT, 1)
