@@ -51,6 +51,7 @@ async def serve(secret: str) -> None:
             "timed_out": guard.timed_out if guard is not None else -1,
             "accept_errors": accept_errors.count,
             "errors": errors.count,
+            "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
         }
         print(json.dumps(seen), flush=True)
 

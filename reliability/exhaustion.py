@@ -125,7 +125,8 @@ async def connections(duration: float, *, half_open: int = 1100, slow: int = 200
             + (
                 f"; receiver evicted {seen.get('evicted')}, refused {seen.get('refused')}, "
                 f"timed out {seen.get('timed_out')}; accept errors "
-                f"{seen.get('accept_errors')}, ERROR logs {seen.get('errors')}"
+                f"{seen.get('accept_errors')}, ERROR logs {seen.get('errors')}, "
+                f"receiver CPU {seen.get('cpu_s')} s"
             ),
             "≥ 99 %, p99 < 1 s, 0 ERROR logs",
             sent > 0 and share >= 0.99 and p99 < 1.0 and seen.get("errors") == 0,
