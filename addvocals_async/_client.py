@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import attrs
@@ -30,7 +30,6 @@ from ._api import AddVocalsAPI
 from ._audio import check_audio_file
 from ._config import API_KEY_ENV, BASE_URL_ENV, PROVIDER_ENV, PollPolicy, RetryPolicy
 from ._convert import WireFormat, wire
-from ._download import ProgressCallback, default_timeout, download
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -39,20 +38,23 @@ from ._errors import (
 )
 from ._http import Transport
 from ._models import AddVocalsRequest, TaskDetails, Track, UploadedFile
-from ._pending import PendingStore, PendingSubmit, SQLitePendingStore
 from ._providers import UPLOAD_CODES, LengthLimits, ProviderProfile, get_provider
-from ._receiver import CallbackReceiver
 from ._registry import DEFAULT_TTL, TaskRegistry
 from ._signing import Secret
 from ._tasks import TaskState, VocalTask
 from ._throttle import SlidingWindowThrottle, SubmitThrottle
-from ._upload import Uploader, UploadProgress, UploadSource
 from ._validation import (
     check_lengths,
     check_provider_lengths,
     lengths_checked_later,
     require_url,
 )
+
+if TYPE_CHECKING:  # each imported where first used: a client may never need them
+    from ._download import ProgressCallback
+    from ._pending import PendingStore
+    from ._receiver import CallbackReceiver
+    from ._upload import Uploader, UploadProgress, UploadSource
 
 __all__ = ["AddVocalsClient"]
 
@@ -176,11 +178,13 @@ class AddVocalsClient:
             shared = getattr(receiver.backend, "submit_throttle", None) if receiver else None
             self._throttle = shared() if callable(shared) else SlidingWindowThrottle()
         self._owns_store = isinstance(pending_store, (str, os.PathLike))
-        self._pending: PendingStore | None = (
-            SQLitePendingStore(pending_store)
-            if isinstance(pending_store, (str, os.PathLike))
-            else pending_store
-        )
+        self._pending: PendingStore | None
+        if isinstance(pending_store, (str, os.PathLike)):
+            from ._pending import SQLitePendingStore
+
+            self._pending = SQLitePendingStore(pending_store)
+        else:
+            self._pending = pending_store
         if self._pending is not None:
             if receiver is None:
                 raise RequestValidationError(
@@ -470,6 +474,9 @@ class AddVocalsClient:
             base = self.upload_base_url or require_url(
                 "upload_base_url", self.profile.upload_base_url
             )
+            from ._download import default_timeout
+            from ._upload import Uploader
+
             stall = self.request_timeout
             total = self._upload_timeout or default_timeout(stall)
             transport = Transport(
@@ -487,6 +494,8 @@ class AddVocalsClient:
         registry, store = self._tasks, self._pending
         state = registry.expect(ref)  # before sending: a callback may beat the answer
         if store is not None:
+            from ._pending import PendingSubmit
+
             try:
                 await store.record(PendingSubmit(ref=ref, request=body))
             except BaseException:
@@ -659,6 +668,8 @@ class AddVocalsClient:
         ``DownloadExistsError`` (a ``FileExistsError``) when the file exists and
         ``overwrite`` is false.
         """
+        from ._download import download
+
         return await download(
             self._transport.session,
             track,

@@ -39,8 +39,10 @@ from addvocals_async._providers import get_provider
 def test_importing_the_package_leaves_the_heavy_parts_unimported() -> None:
     """``import addvocals_async`` costs little more than ``import aiohttp``: aiohttp's
     server side (with its argument parser), the receiver's connection guard, the CLI, the
-    simulator, cattrs (the converter is built on first use) and sqlite3 (the pending
-    store's, opened with its first write) wait until they are used."""
+    simulator, cattrs (the converter is built on first use), sqlite3 (the pending
+    store's, opened with its first write), and the modules of the receiver, the file
+    server, the pending store, the uploader and the downloader (imported when first
+    named) wait until they are used."""
     probe = "import json, sys; import addvocals_async; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
@@ -55,6 +57,11 @@ def test_importing_the_package_leaves_the_heavy_parts_unimported() -> None:
         "cattrs",
         "sqlite3",
         "argparse",
+        "addvocals_async._receiver",
+        "addvocals_async._serving",
+        "addvocals_async._pending",
+        "addvocals_async._upload",
+        "addvocals_async._download",
     ):
         assert heavy not in loaded, heavy
 
