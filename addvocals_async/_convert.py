@@ -58,14 +58,26 @@ NOT_JSON: Any = object()
 """What ``parse_json`` returns for text that is not JSON."""
 
 
-_fast_loads: Callable[[str | bytes], Any] | None
-try:  # the ``speed`` extra: every callback body is parsed here
-    from orjson import JSONDecodeError as _FastJSONError
-    from orjson import loads as _orjson_loads
+class _NoFastParser(Exception):
+    """orjson is not installed: ``parse_json`` goes on with the standard library."""
 
-    _fast_loads = _orjson_loads
-except ImportError:
-    _fast_loads = None
+
+def _first_fast_loads(raw: str | bytes) -> Any:
+    """``_fast_loads`` until the first bytes are parsed: it imports orjson (the ``speed``
+    extra, every callback body is parsed here) and puts orjson's ``loads`` in its own
+    place, or ``None`` without it. ``import addvocals_async`` doesn't pay for orjson."""
+    global _fast_loads, _FastJSONError
+    try:
+        from orjson import JSONDecodeError, loads
+    except ImportError:
+        _fast_loads, _FastJSONError = None, _NoFastParser
+        raise _NoFastParser from None
+    _fast_loads, _FastJSONError = loads, JSONDecodeError
+    return loads(raw)
+
+
+_fast_loads: Callable[[str | bytes], Any] | None = _first_fast_loads
+_FastJSONError: type[Exception] = _NoFastParser
 
 
 # Every digit as "0", anything else as " ": a run of 19 zeros is a number of 19 digits.

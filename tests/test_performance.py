@@ -62,6 +62,7 @@ def test_importing_the_package_leaves_the_heavy_parts_unimported() -> None:
         "addvocals_async._pending",
         "addvocals_async._upload",
         "addvocals_async._download",
+        "orjson",  # the speed extra's parser: imported by the first parse
     ):
         assert heavy not in loaded, heavy
 
@@ -124,7 +125,22 @@ needs_orjson = pytest.mark.skipif(
 def test_callbacks_are_parsed_by_orjson_when_it_is_installed() -> None:
     import orjson as fast
 
+    assert parse_json(b'{"a": 1}') == {"a": 1}  # the first parse imports orjson
     assert _convert._fast_loads is fast.loads
+
+
+def test_without_orjson_parse_json_uses_the_standard_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first parse looks for orjson; without it, that parse and the next are the
+    standard library's."""
+    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson: ImportError
+    monkeypatch.setattr(_convert, "_fast_loads", _convert._first_fast_loads)
+    monkeypatch.setattr(_convert, "_FastJSONError", _convert._FastJSONError)  # restored after
+    assert parse_json(b'{"a": [1, 2]}') == {"a": [1, 2]}
+    assert _convert._fast_loads is None
+    assert parse_json(b"[NaN]") is not NOT_JSON
+    assert parse_json(b"{") is NOT_JSON
 
 
 @needs_orjson
