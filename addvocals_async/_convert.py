@@ -17,7 +17,7 @@ from datetime import datetime, timezone, tzinfo
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import attrs
+import attr  # attrs under its first name: aiohttp imports it, the `attrs` alias costs ~0.5 ms
 import yarl
 
 from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track, Tracks, UploadedFile
@@ -266,7 +266,7 @@ class WireFormat:
         conv.register_structure_hook(Track, self._loose_fn(Track))
         conv.register_unstructure_hook(Track, self._unstructure_track)
         renames: dict[str, Any] = {
-            f.name: override(rename=camel_case(f.name)) for f in attrs.fields(AddVocalsRequest)
+            f.name: override(rename=camel_case(f.name)) for f in attr.fields(AddVocalsRequest)
         }
         renames["callback_url"] = override(rename="callBackUrl")  # the API's capital B
         conv.register_unstructure_hook(
@@ -285,8 +285,8 @@ class WireFormat:
 
         It runs for every track of every callback, so the spellings and each field's
         hook are looked up once here, not per value."""
-        attrs.resolve_types(cls)
-        fields = [f for f in attrs.fields(cls) if f.name != "extra"]
+        attr.resolve_types(cls)
+        fields = [f for f in attr.fields(cls) if f.name != "extra"]
         aliases = {spelling: f.name for f in fields for spelling in (f.name, camel_case(f.name))}
         hooks = {f.name: (self._conv.get_structure_hook(f.type), f.type) for f in fields}
 
@@ -323,7 +323,7 @@ class WireFormat:
 
     def _unstructure_track(self, track: Track) -> dict[str, Any]:
         out: dict[str, Any] = dict(track.extra)
-        for f in attrs.fields(Track):
+        for f in attr.fields(Track):
             if f.name == "extra":
                 continue
             value = getattr(track, f.name)
