@@ -36,12 +36,11 @@ __all__ = [
     "wire",
 ]
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
-
 
 def snake_case(name: str) -> str:
     """``audioUrl`` -> ``audio_url``; snake_case names are returned unchanged."""
-    return _CAMEL.sub(r"_\1", name).lower()
+    # The pattern is compiled on first use (re's cache), not at import.
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
 
 def camel_case(name: str) -> str:
