@@ -27,7 +27,6 @@ import attr  # attrs under its first name: aiohttp imports it, the `attrs` alias
 import yarl
 
 from ._api import AddVocalsAPI
-from ._audio import check_audio_file
 from ._config import API_KEY_ENV, BASE_URL_ENV, PROVIDER_ENV, PollPolicy, RetryPolicy
 from ._convert import WireFormat, wire
 from ._errors import (
@@ -352,7 +351,11 @@ class AddVocalsClient:
             check_lengths(request, self.length_limits)
         else:
             check_provider_lengths(request, self.profile)
-        audio_file = check_audio_file(audio) if audio is not None else None
+        audio_file = None
+        if audio is not None:
+            from ._audio import check_audio_file
+
+            audio_file = check_audio_file(audio)
         callback_url = callback_url or request.callback_url
         ref = None
         if callback_url is None and self.receiver is not None:

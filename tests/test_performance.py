@@ -41,8 +41,8 @@ def test_importing_the_package_leaves_the_heavy_parts_unimported() -> None:
     server side (with its argument parser), the receiver's connection guard, the CLI, the
     simulator, cattrs (the converter is built on first use), sqlite3 (the pending
     store's, opened with its first write), and the modules of the receiver, the file
-    server, the pending store, the uploader and the downloader (imported when first
-    named) wait until they are used."""
+    server, the pending store, the uploader, the downloader and the local-file checks
+    (imported when first named) wait until they are used."""
     probe = "import json, sys; import addvocals_async; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
@@ -62,6 +62,7 @@ def test_importing_the_package_leaves_the_heavy_parts_unimported() -> None:
         "addvocals_async._pending",
         "addvocals_async._upload",
         "addvocals_async._download",
+        "addvocals_async._audio",
         "orjson",  # the speed extra's parser: imported by the first parse
         "attrs",  # the package uses attrs as `attr`, which aiohttp imports anyway
     ):
