@@ -20,17 +20,15 @@ import os
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import attrs
+import attr  # attrs under its first name: aiohttp imports it, the `attrs` alias costs ~0.5 ms
 import yarl
 
 from ._api import AddVocalsAPI
-from ._audio import check_audio_file
 from ._config import API_KEY_ENV, BASE_URL_ENV, PROVIDER_ENV, PollPolicy, RetryPolicy
 from ._convert import WireFormat, wire
-from ._download import ProgressCallback, default_timeout, download
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -39,20 +37,23 @@ from ._errors import (
 )
 from ._http import Transport
 from ._models import AddVocalsRequest, TaskDetails, Track, UploadedFile
-from ._pending import PendingStore, PendingSubmit, SQLitePendingStore
 from ._providers import UPLOAD_CODES, LengthLimits, ProviderProfile, get_provider
-from ._receiver import CallbackReceiver
 from ._registry import DEFAULT_TTL, TaskRegistry
 from ._signing import Secret
 from ._tasks import TaskState, VocalTask
 from ._throttle import SlidingWindowThrottle, SubmitThrottle
-from ._upload import Uploader, UploadProgress, UploadSource
 from ._validation import (
     check_lengths,
     check_provider_lengths,
     lengths_checked_later,
     require_url,
 )
+
+if TYPE_CHECKING:  # each imported where first used: a client may never need them
+    from ._download import ProgressCallback
+    from ._pending import PendingStore
+    from ._receiver import CallbackReceiver
+    from ._upload import Uploader, UploadProgress, UploadSource
 
 __all__ = ["AddVocalsClient"]
 
@@ -176,11 +177,13 @@ class AddVocalsClient:
             shared = getattr(receiver.backend, "submit_throttle", None) if receiver else None
             self._throttle = shared() if callable(shared) else SlidingWindowThrottle()
         self._owns_store = isinstance(pending_store, (str, os.PathLike))
-        self._pending: PendingStore | None = (
-            SQLitePendingStore(pending_store)
-            if isinstance(pending_store, (str, os.PathLike))
-            else pending_store
-        )
+        self._pending: PendingStore | None
+        if isinstance(pending_store, (str, os.PathLike)):
+            from ._pending import SQLitePendingStore
+
+            self._pending = SQLitePendingStore(pending_store)
+        else:
+            self._pending = pending_store
         if self._pending is not None:
             if receiver is None:
                 raise RequestValidationError(
@@ -348,7 +351,11 @@ class AddVocalsClient:
             check_lengths(request, self.length_limits)
         else:
             check_provider_lengths(request, self.profile)
-        audio_file = check_audio_file(audio) if audio is not None else None
+        audio_file = None
+        if audio is not None:
+            from ._audio import check_audio_file
+
+            audio_file = check_audio_file(audio)
         callback_url = callback_url or request.callback_url
         ref = None
         if callback_url is None and self.receiver is not None:
@@ -368,11 +375,11 @@ class AddVocalsClient:
         if audio_file is not None:
             if via == "upload":
                 uploaded = await self.upload(audio_file.path, progress=upload_progress)
-                request = attrs.evolve(request, upload_url=uploaded.url)
+                request = attr.evolve(request, upload_url=uploaded.url)
             else:
                 assert self.receiver is not None
                 served_url = self.receiver.serve_file(audio_file.path, task_ref=ref)
-                request = attrs.evolve(request, upload_url=served_url)
+                request = attr.evolve(request, upload_url=served_url)
         body = self._wire.unstructure_request(request)
         if body.get("callBackUrl") != callback_url:
             body["callBackUrl"] = callback_url
@@ -470,11 +477,14 @@ class AddVocalsClient:
             base = self.upload_base_url or require_url(
                 "upload_base_url", self.profile.upload_base_url
             )
+            from ._download import default_timeout
+            from ._upload import Uploader
+
             stall = self.request_timeout
             total = self._upload_timeout or default_timeout(stall)
             transport = Transport(
                 api_key=self._api_key,
-                profile=attrs.evolve(self.profile, codes=UPLOAD_CODES),
+                profile=attr.evolve(self.profile, codes=UPLOAD_CODES),
                 request_timeout=total,
                 retry=self.retry_policy,
                 session=self._transport.session,
@@ -487,6 +497,8 @@ class AddVocalsClient:
         registry, store = self._tasks, self._pending
         state = registry.expect(ref)  # before sending: a callback may beat the answer
         if store is not None:
+            from ._pending import PendingSubmit
+
             try:
                 await store.record(PendingSubmit(ref=ref, request=body))
             except BaseException:
@@ -659,6 +671,8 @@ class AddVocalsClient:
         ``DownloadExistsError`` (a ``FileExistsError``) when the file exists and
         ``overwrite`` is false.
         """
+        from ._download import download
+
         return await download(
             self._transport.session,
             track,

@@ -17,7 +17,7 @@ from datetime import datetime, timezone, tzinfo
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import attrs
+import attr  # attrs under its first name: aiohttp imports it, the `attrs` alias costs ~0.5 ms
 import yarl
 
 from ._models import AddVocalsRequest, CallbackEvent, TaskDetails, Track, Tracks, UploadedFile
@@ -36,12 +36,11 @@ __all__ = [
     "wire",
 ]
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
-
 
 def snake_case(name: str) -> str:
     """``audioUrl`` -> ``audio_url``; snake_case names are returned unchanged."""
-    return _CAMEL.sub(r"_\1", name).lower()
+    # The pattern is compiled on first use (re's cache), not at import.
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
 
 def camel_case(name: str) -> str:
@@ -58,14 +57,26 @@ NOT_JSON: Any = object()
 """What ``parse_json`` returns for text that is not JSON."""
 
 
-_fast_loads: Callable[[str | bytes], Any] | None
-try:  # the ``speed`` extra: every callback body is parsed here
-    from orjson import JSONDecodeError as _FastJSONError
-    from orjson import loads as _orjson_loads
+class _NoFastParser(Exception):
+    """orjson is not installed: ``parse_json`` goes on with the standard library."""
 
-    _fast_loads = _orjson_loads
-except ImportError:
-    _fast_loads = None
+
+def _first_fast_loads(raw: str | bytes) -> Any:
+    """``_fast_loads`` until the first bytes are parsed: it imports orjson (the ``speed``
+    extra, every callback body is parsed here) and puts orjson's ``loads`` in its own
+    place, or ``None`` without it. ``import addvocals_async`` doesn't pay for orjson."""
+    global _fast_loads, _FastJSONError
+    try:
+        from orjson import JSONDecodeError, loads
+    except ImportError:
+        _fast_loads, _FastJSONError = None, _NoFastParser
+        raise _NoFastParser from None
+    _fast_loads, _FastJSONError = loads, JSONDecodeError
+    return loads(raw)
+
+
+_fast_loads: Callable[[str | bytes], Any] | None = _first_fast_loads
+_FastJSONError: type[Exception] = _NoFastParser
 
 
 # Every digit as "0", anything else as " ": a run of 19 zeros is a number of 19 digits.
@@ -254,7 +265,7 @@ class WireFormat:
         conv.register_structure_hook(Track, self._loose_fn(Track))
         conv.register_unstructure_hook(Track, self._unstructure_track)
         renames: dict[str, Any] = {
-            f.name: override(rename=camel_case(f.name)) for f in attrs.fields(AddVocalsRequest)
+            f.name: override(rename=camel_case(f.name)) for f in attr.fields(AddVocalsRequest)
         }
         renames["callback_url"] = override(rename="callBackUrl")  # the API's capital B
         conv.register_unstructure_hook(
@@ -273,8 +284,8 @@ class WireFormat:
 
         It runs for every track of every callback, so the spellings and each field's
         hook are looked up once here, not per value."""
-        attrs.resolve_types(cls)
-        fields = [f for f in attrs.fields(cls) if f.name != "extra"]
+        attr.resolve_types(cls)
+        fields = [f for f in attr.fields(cls) if f.name != "extra"]
         aliases = {spelling: f.name for f in fields for spelling in (f.name, camel_case(f.name))}
         hooks = {f.name: (self._conv.get_structure_hook(f.type), f.type) for f in fields}
 
@@ -311,7 +322,7 @@ class WireFormat:
 
     def _unstructure_track(self, track: Track) -> dict[str, Any]:
         out: dict[str, Any] = dict(track.extra)
-        for f in attrs.fields(Track):
+        for f in attr.fields(Track):
             if f.name == "extra":
                 continue
             value = getattr(track, f.name)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-import numbers
 import re
 import sys
 from collections.abc import Iterator
@@ -116,10 +115,20 @@ def _is_decimal(value: object) -> bool:
     return decimal is not None and isinstance(value, decimal.Decimal)
 
 
+def _is_real(value: object) -> bool:
+    """``isinstance(value, numbers.Real)``. ``numbers`` is not imported for this (at
+    ``import addvocals_async``): a Real other than int and float (a ``Fraction``, a
+    NumPy float) is one only once ``numbers`` was imported to register it."""
+    if isinstance(value, (int, float)):
+        return True
+    numbers = sys.modules.get("numbers")
+    return numbers is not None and isinstance(value, numbers.Real)
+
+
 def _check_weight(field: str, value: object) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or _is_decimal(value)):
+    if isinstance(value, bool) or not (_is_real(value) or _is_decimal(value)):
         raise RequestValidationError(field, value, "must be a number between 0 and 1")
     try:
         x = float(value)  # type: ignore[arg-type]  # a Real or a Decimal

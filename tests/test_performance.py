@@ -39,8 +39,10 @@ from addvocals_async._providers import get_provider
 def test_importing_the_package_leaves_the_heavy_parts_unimported() -> None:
     """``import addvocals_async`` costs little more than ``import aiohttp``: aiohttp's
     server side (with its argument parser), the receiver's connection guard, the CLI, the
-    simulator, cattrs (the converter is built on first use) and sqlite3 (the pending
-    store's, opened with its first write) wait until they are used."""
+    simulator, cattrs (the converter is built on first use), sqlite3 (the pending
+    store's, opened with its first write), and the modules of the receiver, the file
+    server, the pending store, the uploader, the downloader and the local-file checks
+    (imported when first named) wait until they are used."""
     probe = "import json, sys; import addvocals_async; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
@@ -55,6 +57,14 @@ def test_importing_the_package_leaves_the_heavy_parts_unimported() -> None:
         "cattrs",
         "sqlite3",
         "argparse",
+        "addvocals_async._receiver",
+        "addvocals_async._serving",
+        "addvocals_async._pending",
+        "addvocals_async._upload",
+        "addvocals_async._download",
+        "addvocals_async._audio",
+        "orjson",  # the speed extra's parser: imported by the first parse
+        "attrs",  # the package uses attrs as `attr`, which aiohttp imports anyway
     ):
         assert heavy not in loaded, heavy
 
@@ -117,7 +127,22 @@ needs_orjson = pytest.mark.skipif(
 def test_callbacks_are_parsed_by_orjson_when_it_is_installed() -> None:
     import orjson as fast
 
+    assert parse_json(b'{"a": 1}') == {"a": 1}  # the first parse imports orjson
     assert _convert._fast_loads is fast.loads
+
+
+def test_without_orjson_parse_json_uses_the_standard_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first parse looks for orjson; without it, that parse and the next are the
+    standard library's."""
+    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson: ImportError
+    monkeypatch.setattr(_convert, "_fast_loads", _convert._first_fast_loads)
+    monkeypatch.setattr(_convert, "_FastJSONError", _convert._FastJSONError)  # restored after
+    assert parse_json(b'{"a": [1, 2]}') == {"a": [1, 2]}
+    assert _convert._fast_loads is None
+    assert parse_json(b"[NaN]") is not NOT_JSON
+    assert parse_json(b"{") is NOT_JSON
 
 
 @needs_orjson

@@ -449,6 +449,25 @@ def test_a_decimal_weight_is_taken_and_sent_as_a_number() -> None:
     assert wire.unstructure_request(request)["styleWeight"] == 0.61
 
 
+def test_any_real_number_is_a_weight() -> None:
+    """``numbers.Real`` is checked without importing ``numbers``: a Fraction, or a type
+    registered as Real, is taken; a complex number or a string is not."""
+    import fractions
+    import numbers
+
+    class Weight:
+        def __float__(self) -> float:
+            return 0.5
+
+    numbers.Real.register(Weight)
+    assert make(style_weight=fractions.Fraction(61, 100)).style_weight == fractions.Fraction(
+        61, 100
+    )
+    assert isinstance(make(audio_weight=Weight()).audio_weight, Weight)
+    rejected("style_weight", style_weight=0.5j)
+    rejected("style_weight", style_weight="0.5")
+
+
 @pytest.mark.parametrize("value", [10**400, -(10**400), decimal.Decimal("1e400")])
 def test_a_weight_too_big_for_a_float_is_a_validation_error(value: object) -> None:
     rejected("style_weight", style_weight=value)
