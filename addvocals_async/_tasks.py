@@ -21,7 +21,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol
 
 from ._config import PollPolicy
@@ -88,38 +88,75 @@ _ANY_CHANGE = 1 << 30
 """``_notify``'s rank for a change that is not a stage: it wakes every waiter."""
 
 
-class _Deadlines:
-    """Every waiter's deadline in this event loop, in one heap behind one timer: a wait
-    costs a heap entry, not a timer of its own (nor one per task).
+_TICKS = 1000
+"""Deadlines are kept to the millisecond (rounded up): waiters due in the same one share
+an entry."""
 
-    A waiter woken by a change, or cancelled, leaves its entry behind (counted in
-    ``stale``); it goes when its time comes, or all at once when stale entries are more
-    than half of the heap. Woken by its deadline, a waiter's result is ``_EXPIRED``.
+
+class _Deadlines:
+    """Every waiter's deadline in this event loop, behind one timer: not a timer per
+    waiter, nor a heap entry (a tuple, a sequence number and a float: 120 bytes each).
+
+    Deadlines are rounded up to the millisecond: ``_due`` maps one to its waiter, or to
+    the list of its waiters when there are more (a slot each), and ``_times`` is the heap
+    of those milliseconds. A waiter woken by a change, or cancelled, leaves its place
+    behind (counted in ``stale``); it goes when its time comes, or all at once when stale
+    places are more than half of them. Woken by its deadline, a waiter's result is
+    ``_EXPIRED``.
     """
 
-    __slots__ = ("__weakref__", "_armed", "_heap", "_loop", "_seq", "stale")
+    __slots__ = ("__weakref__", "_armed", "_count", "_due", "_loop", "_times", "stale")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Weakly: the loop's timers hold this object, this object never holds the loop.
         self._loop = weakref.ref(loop)
-        self._heap: list[tuple[float, int, asyncio.Future[Any]]] = []
-        self._seq = 0
+        self._due: dict[float, asyncio.Future[Any] | list[asyncio.Future[Any]]] = {}
+        self._times: list[float] = []  # a heap of the keys of _due
+        self._count = 0  # waiters held, stale ones included
         self._armed = math.inf  # the earliest timer set and not yet run
         self.stale = 0
+
+    def __len__(self) -> int:
+        """How many waiters are held (stale ones included)."""
+        return self._count
 
     def add(
         self, loop: asyncio.AbstractEventLoop, when: float, waiter: asyncio.Future[Any]
     ) -> None:
-        heap = self._heap
-        self._seq += 1
-        heapq.heappush(heap, (when, self._seq, waiter))
-        if when < self._armed:
-            self._armed = when
-            loop.call_at(when, self._expire)  # an earlier one left set runs and finds nothing
-        if self.stale > 256 and 2 * self.stale > len(heap):
-            self._heap = [entry for entry in heap if not entry[2].done()]
-            heapq.heapify(self._heap)
-            self.stale = 0
+        due = (int(when * _TICKS) + 1) / _TICKS  # the next millisecond
+        held = self._due.get(due)
+        if held is None:
+            self._due[due] = waiter
+            heapq.heappush(self._times, due)
+            if due < self._armed:
+                self._armed = due
+                loop.call_at(due, self._expire)  # an earlier one left set runs and finds nothing
+        elif isinstance(held, list):
+            held.append(waiter)
+        else:
+            self._due[due] = [held, waiter]
+        self._count += 1
+        if self.stale > 256 and 2 * self.stale > self._count:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the places of waiters already done."""
+        due: dict[float, asyncio.Future[Any] | list[asyncio.Future[Any]]] = {}
+        count = 0
+        for when, held in self._due.items():
+            if isinstance(held, list):
+                live = [waiter for waiter in held if not waiter.done()]
+                if live:
+                    due[when] = live
+                    count += len(live)
+            elif not held.done():
+                due[when] = held
+                count += 1
+        self._due = due
+        self._times = list(due)
+        heapq.heapify(self._times)
+        self._count = count
+        self.stale = 0
 
     def _expire(self) -> None:
         """Wake the waiters whose deadline passed, ``WAKE_BATCH`` per loop iteration."""
@@ -129,21 +166,30 @@ class _Deadlines:
         now = loop.time()
         if self._armed <= now:
             self._armed = math.inf
-        heap = self._heap
-        woken = 0
-        while heap and heap[0][0] <= now:
-            waiter = heapq.heappop(heap)[2]
-            if waiter.done():
-                self.stale -= 1
-                continue
-            waiter.set_result(_EXPIRED)
-            woken += 1
-            if woken >= WAKE_BATCH:  # the rest in the next loop iteration
+        times, due = self._times, self._due
+        budget = WAKE_BATCH
+        while times and times[0] <= now:
+            if budget <= 0:  # the rest in the next loop iteration
                 self._armed = now
                 loop.call_soon(self._expire)
                 return
-        if heap and heap[0][0] < self._armed:
-            self._armed = heap[0][0]
+            held = due[times[0]]
+            if not isinstance(held, list):
+                held = [held]
+            while held and budget > 0:
+                waiter = held.pop()
+                self._count -= 1
+                if waiter.done():
+                    self.stale -= 1
+                    continue
+                waiter.set_result(_EXPIRED)
+                budget -= 1
+            if held:
+                due[times[0]] = held
+            else:
+                del due[heapq.heappop(times)]
+        if times and times[0] < self._armed:
+            self._armed = times[0]
             loop.call_at(self._armed, self._expire)
 
 
@@ -417,9 +463,135 @@ class TaskState:
                 waiters.set_result(None)
 
 
-def _reached(result: TaskResult | None) -> TaskResult:
-    assert result is not None  # a wait for a stage returns its result or raises
-    return result
+class _Wait(Coroutine[Any, Any, Any]):
+    """One wait of a ``VocalTask`` (``text()``, ``first()``, ``complete()``, a step of
+    ``events()``): the waiting loop as a coroutine object of its own, not a coroutine
+    frame. An awaited task holds this (six pointers), its waiter's future and a slot in
+    the loop's deadlines while it sleeps, and nothing more: memory per awaited task is a
+    figure of ``make bench``, and a native coroutine frame (two, with the public method's
+    own) took three times as much.
+
+    It yields its waiter's future to the task that runs it, as ``await future`` would,
+    so a callback's ``set_result`` resumes that task in one loop iteration. A poll runs as
+    a native coroutine, made only when one is due, which this one drives while it lasts.
+    ``stage`` ``None``: the wait ends once there are more than ``seen`` events (``None``).
+    """
+
+    __slots__ = ("_busy", "_seen", "_stage", "_task", "_total", "_until")
+
+    def __init__(
+        self,
+        task: VocalTask,
+        stage: Stage | None,
+        total: float,
+        until: float | None = None,
+        seen: int = 0,
+    ) -> None:
+        self._task = task
+        self._stage = stage
+        self._total = total  # the wait's timeout, for the error
+        self._until = until  # its deadline on the monotonic clock, set at the first step
+        self._seen = seen
+        # None; the waiter's future while it sleeps; the poll's coroutine while it polls;
+        # True once the deadline passed (a last look, then TaskTimeoutError).
+        self._busy: asyncio.Future[Any] | Coroutine[Any, Any, bool] | bool | None = None
+
+    def __repr__(self) -> str:
+        stage = self._stage.value if self._stage is not None else "next event"
+        return f"<wait for {stage} of {self._task!r}>"
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self  # type: ignore[return-value]  # the iterator protocol, by hand
+
+    def send(self, value: Any = None) -> Any:
+        """Resume: after the waiter's future is done, or a step of the poll."""
+        busy = self._busy
+        if busy is not None and busy is not True:
+            if isinstance(busy, asyncio.Future):
+                self._busy = None
+                self._task._state.drop_waiter(busy)
+            else:
+                assert not isinstance(busy, bool)
+                try:
+                    return busy.send(value)
+                except StopIteration as stop:
+                    self._busy = True if stop.value else None
+                except BaseException:
+                    self._busy = None
+                    raise
+        return self._step()
+
+    __next__ = send
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        """Cancelled (or an exception thrown in): leave the waiter's place, or let the
+        poll's coroutine handle it, then raise it."""
+        if isinstance(typ, BaseException):
+            exc = typ
+        elif isinstance(val, BaseException):
+            exc = val
+        else:
+            exc = typ() if val is None else typ(val)
+        if tb is not None:
+            exc = exc.with_traceback(tb)
+        busy, self._busy = self._busy, None
+        if isinstance(busy, asyncio.Future):
+            self._task._state.drop_waiter(busy)
+        elif busy is not None and busy is not True:
+            assert not isinstance(busy, bool)
+            self._busy = busy
+            try:
+                return busy.throw(exc)
+            except StopIteration as stop:  # the poll caught it and finished
+                self._busy = True if stop.value else None
+                return self._step()
+            except BaseException:
+                self._busy = None
+                raise
+        raise exc
+
+    def close(self) -> None:
+        busy, self._busy = self._busy, None
+        if isinstance(busy, asyncio.Future):
+            self._task._state.drop_waiter(busy)
+        elif busy is not None and busy is not True:
+            assert not isinstance(busy, bool)
+            busy.close()
+
+    def _step(self) -> Any:
+        """The waiting loop: return what to yield to the task (the waiter's future, or
+        the poll's first step), or end with the result (``StopIteration``) or an error."""
+        task = self._task
+        state = task._state
+        stage = self._stage
+        until = self._until
+        if until is None:
+            until = self._until = time.monotonic() + self._total
+        while True:
+            if stage is None:
+                if len(state.events) > self._seen:
+                    raise StopIteration(None)
+            else:
+                result = state.result_for(stage)
+                if result is not None:
+                    raise StopIteration(result)
+            if self._busy is True:
+                raise TaskTimeoutError(
+                    task.task_id, stage.value if stage else "next event", self._total
+                )
+            waiter = task._sleep_or_none(until, stage.rank if stage is not None else 0)
+            if waiter is not None:
+                self._busy = waiter
+                waiter._asyncio_future_blocking = True  # what `await waiter` sets
+                return waiter
+            poll = task._poll_or_last_chance(until)
+            try:
+                step = poll.send(None)
+            except StopIteration as stop:
+                self._busy = True if stop.value else None
+                continue
+            self._busy = poll
+            return step
 
 
 class VocalTask:
@@ -504,17 +676,20 @@ class VocalTask:
                 return None
         return to_next
 
-    async def text(self, timeout: float | None = None) -> TaskResult:
+    # The waits are coroutines (``await``, ``asyncio.create_task``, ``asyncio.wait_for``
+    # take them) made by plain methods: one small object per wait (``_Wait``), no frame.
+
+    def text(self, timeout: float | None = None) -> Coroutine[Any, Any, TaskResult]:
         """Wait for the lyrics stage (satisfied by any later stage, even if it was skipped)."""
-        return _reached(await self._wait(Stage.TEXT, *self._deadline(timeout)))
+        return _Wait(self, Stage.TEXT, self._timeout(timeout))
 
-    async def first(self, timeout: float | None = None) -> TaskResult:
+    def first(self, timeout: float | None = None) -> Coroutine[Any, Any, TaskResult]:
         """Wait until the first track is ready (its stream URL plays; the MP3 may not be final)."""
-        return _reached(await self._wait(Stage.FIRST, *self._deadline(timeout)))
+        return _Wait(self, Stage.FIRST, self._timeout(timeout))
 
-    async def complete(self, timeout: float | None = None) -> TaskResult:
+    def complete(self, timeout: float | None = None) -> Coroutine[Any, Any, TaskResult]:
         """Wait until every track is final; ``result.tracks`` holds them."""
-        return _reached(await self._wait(Stage.COMPLETE, *self._deadline(timeout)))
+        return _Wait(self, Stage.COMPLETE, self._timeout(timeout))
 
     async def refresh(self) -> TaskDetails:
         """Ask the details endpoint now and apply what it says; returns the details."""
@@ -536,7 +711,8 @@ class VocalTask:
         whole iteration (``PollPolicy.default_timeout`` when not given).
         """
         state = self._state
-        deadline = self._deadline(timeout)
+        total = self._timeout(timeout)
+        until = time.monotonic() + total
         index = 0
         while True:
             while index < len(state.events):
@@ -544,49 +720,16 @@ class VocalTask:
                 yield state.events[index - 1]
             if state.stage.is_terminal:
                 return
-            await self._wait(None, *deadline, seen=len(state.events))
+            await _Wait(self, None, total, until, len(state.events))
 
     # ---------------------------------------------------------------- internals
 
-    def _deadline(self, timeout: float | None) -> tuple[float, float]:
+    def _timeout(self, timeout: float | None) -> float:
         if timeout is None:
             timeout = self._policy.default_timeout
         if not timeout >= 0:  # also refuses NaN, which no deadline would ever reach
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        return time.monotonic() + timeout, timeout
-
-    async def _wait(
-        self, stage: Stage | None, until: float, total: float, *, seen: int = 0
-    ) -> TaskResult | None:
-        """Sleep until ``stage`` is reached (its result), or with no stage until there
-        are more than ``seen`` events (``None``); poll when callbacks are quiet, raise
-        ``TaskTimeoutError`` at ``until`` (``total`` seconds from the start) after a
-        last-chance poll.
-
-        The one waiting loop. It awaits its waiter's future itself: an awaited task holds
-        this frame while it sleeps and nothing more (no coroutine per sleep, no closure),
-        as memory per awaited task is a figure of ``make bench``."""
-        state = self._state
-        wants = stage.rank if stage is not None else 0
-        expired = False
-        while True:
-            if stage is None:
-                if len(state.events) > seen:
-                    return None
-            else:
-                result = state.result_for(stage)
-                if result is not None:
-                    return result
-            if expired:
-                raise TaskTimeoutError(self.task_id, stage.value if stage else "next event", total)
-            waiter = self._sleep_or_none(until, wants)
-            if waiter is None:
-                expired = await self._poll_or_last_chance(until)
-                continue
-            try:
-                await waiter
-            finally:
-                state.drop_waiter(waiter)
+        return timeout
 
     def _sleep_or_none(self, until: float, wants: int) -> asyncio.Future[Any] | None:
         """The future to sleep on (a change, or the time to poll or to give up), or

@@ -262,15 +262,15 @@ async def test_deadlines_wake_in_order_whatever_order_they_came_in() -> None:
 
 
 async def test_deadlines_of_waiters_woken_early_do_not_pile_up() -> None:
-    """A waiter woken by a change leaves its deadline in the shared heap until its
-    time; when such entries are most of the heap, they go all at once."""
+    """A waiter woken by a change leaves its deadline in the shared buckets until its
+    time; when such slots are most of them, they go all at once."""
     state = TaskState("c" * 32, get_provider("apibox"))
     for _ in range(3000):
         waiter = asyncio.ensure_future(state.wait_changed(60))
         await asyncio.sleep(0)
         state.request_poll()
         await waiter
-    assert len(_tasks._deadlines[asyncio.get_running_loop()]._heap) < 600
+    assert len(_tasks._deadlines[asyncio.get_running_loop()]) < 600
 
 
 async def test_a_wait_for_a_stage_sleeps_through_the_stages_before_it() -> None:
