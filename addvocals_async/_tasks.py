@@ -93,6 +93,10 @@ _TICKS = 1000
 an entry."""
 
 
+_EXPECTED, _POLL_REQUESTED, _QUIET_WARNED = 1, 2, 4
+"""``TaskState._flags``: callbacks expected, a poll requested, the quiet warning given."""
+
+
 class _Deadlines:
     """Every waiter's deadline in this event loop, behind one timer: not a timer per
     waiter, nor a heap entry (a tuple, a sequence number and a float: 120 bytes each).
@@ -224,17 +228,14 @@ class TaskState:
     # event arrives, so 100,000 tasks waiting for callbacks stay cheap.
     __slots__ = (
         "_events",
+        "_flags",
         "_on_terminal",
-        "_reached",
         "_shared_result",
         "_waiters",
         "_wants",
-        "callbacks_expected",
         "failure",
         "last_activity",
-        "poll_requested",
         "profile",
-        "quiet_warned",
         "ref",
         "stage",
         "task_id",
@@ -250,18 +251,17 @@ class TaskState:
         self.task_id = task_id
         self.profile = profile
         self.stage = Stage.PENDING
-        self.callbacks_expected = callbacks_expected
+        # callbacks_expected, poll_requested and quiet_warned, as bits of one int.
+        self._flags = _EXPECTED if callbacks_expected else 0
         self.ref: str | None = None  # the receiver registration routing callbacks here
+        # The accepted events, in order: each moved the task forward, or failed it.
         self._events: list[CallbackEvent] | None = None
-        self._reached: dict[Stage, CallbackEvent] | None = None
         # The last result handed out, with its event: every waiter of a stage gets the
         # same object, so waking 100,000 of them allocates nothing that outlives them
         # (new survivors by the thousand would bring on a full garbage collection).
         self._shared_result: tuple[CallbackEvent, TaskResult] | None = None
         self.failure: TaskFailedError | None = None
         self.last_activity = time.monotonic()
-        self.poll_requested = False
-        self.quiet_warned = False
         # None, the one waiter's future (the stage rank it waits for in ``_wants``), or
         # {future: rank} when there are more.
         self._waiters: asyncio.Future[Any] | dict[asyncio.Future[Any], int] | None = None
@@ -275,6 +275,34 @@ class TaskState:
     def events(self) -> list[CallbackEvent]:
         """The accepted events, in arrival order."""
         return self._events if self._events is not None else []
+
+    @property
+    def callbacks_expected(self) -> bool:
+        """True while callbacks reach this task (a receiver attached): waiters stay quiet
+        for the grace period instead of polling."""
+        return bool(self._flags & _EXPECTED)
+
+    @callbacks_expected.setter
+    def callbacks_expected(self, value: bool) -> None:
+        self._flags = self._flags | _EXPECTED if value else self._flags & ~_EXPECTED
+
+    @property
+    def poll_requested(self) -> bool:
+        """True when waiters should poll as soon as the per-task floor allows."""
+        return bool(self._flags & _POLL_REQUESTED)
+
+    @poll_requested.setter
+    def poll_requested(self, value: bool) -> None:
+        self._flags = self._flags | _POLL_REQUESTED if value else self._flags & ~_POLL_REQUESTED
+
+    @property
+    def quiet_warned(self) -> bool:
+        """True once the warning that no callback came was logged for this task."""
+        return bool(self._flags & _QUIET_WARNED)
+
+    @quiet_warned.setter
+    def quiet_warned(self, value: bool) -> None:
+        self._flags = self._flags | _QUIET_WARNED if value else self._flags & ~_QUIET_WARNED
 
     # ---------------------------------------------------------------- transitions
 
@@ -296,12 +324,8 @@ class TaskState:
         elif target.rank <= current.rank:
             return False
         else:
-            # The event that reached each stage (skipped ones included); results are built
-            # from it when somebody asks, not on the receiver's hot path.
-            if self._reached is None:
-                self._reached = {}
-            for stage in target.covers:
-                self._reached.setdefault(stage, event)
+            # Results are built from the event that reached a stage when somebody asks
+            # (``result_for``), not on the receiver's hot path.
             self.stage = target
         if self._events is None:
             self._events = []
@@ -379,7 +403,13 @@ class TaskState:
     def result_for(self, stage: Stage) -> TaskResult | None:
         """The result once ``stage`` (or a later one) was reached; raises the task's
         ``TaskFailedError`` when it failed before reaching it."""
-        event = self._reached.get(stage) if self._reached is not None else None
+        # The first event whose stage covers ``stage`` reached it (skipped ones included).
+        event = None
+        for accepted in self._events or ():
+            target = accepted.stage
+            if target is not None and stage in target.covers:
+                event = accepted
+                break
         if event is not None:
             shared = self._shared_result
             if shared is not None and shared[0] is event:
@@ -477,7 +507,7 @@ class _Wait(Coroutine[Any, Any, Any]):
     ``stage`` ``None``: the wait ends once there are more than ``seen`` events (``None``).
     """
 
-    __slots__ = ("_busy", "_seen", "_stage", "_task", "_total", "_until")
+    __slots__ = ("_busy", "_stage", "_task", "_total", "_until")
 
     def __init__(
         self,
@@ -488,17 +518,20 @@ class _Wait(Coroutine[Any, Any, Any]):
         seen: int = 0,
     ) -> None:
         self._task = task
-        self._stage = stage
+        # The stage waited for, or the number of events seen (a wait for the next one).
+        self._stage: Stage | int = seen if stage is None else stage
         self._total = total  # the wait's timeout, for the error
         self._until = until  # its deadline on the monotonic clock, set at the first step
-        self._seen = seen
         # None; the waiter's future while it sleeps; the poll's coroutine while it polls;
         # True once the deadline passed (a last look, then TaskTimeoutError).
         self._busy: asyncio.Future[Any] | Coroutine[Any, Any, bool] | bool | None = None
 
     def __repr__(self) -> str:
-        stage = self._stage.value if self._stage is not None else "next event"
-        return f"<wait for {stage} of {self._task!r}>"
+        return f"<wait for {self._what()} of {self._task!r}>"
+
+    def _what(self) -> str:
+        stage = self._stage
+        return "next event" if isinstance(stage, int) else stage.value
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self  # type: ignore[return-value]  # the iterator protocol, by hand
@@ -568,18 +601,16 @@ class _Wait(Coroutine[Any, Any, Any]):
         if until is None:
             until = self._until = time.monotonic() + self._total
         while True:
-            if stage is None:
-                if len(state.events) > self._seen:
+            if isinstance(stage, int):
+                if len(state.events) > stage:
                     raise StopIteration(None)
             else:
                 result = state.result_for(stage)
                 if result is not None:
                     raise StopIteration(result)
             if self._busy is True:
-                raise TaskTimeoutError(
-                    task.task_id, stage.value if stage else "next event", self._total
-                )
-            waiter = task._sleep_or_none(until, stage.rank if stage is not None else 0)
+                raise TaskTimeoutError(task.task_id, self._what(), self._total)
+            waiter = task._sleep_or_none(until, 0 if isinstance(stage, int) else stage.rank)
             if waiter is not None:
                 self._busy = waiter
                 waiter._asyncio_future_blocking = True  # what `await waiter` sets
@@ -594,6 +625,18 @@ class _Wait(Coroutine[Any, Any, Any]):
             return step
 
 
+class _Polls:
+    """A ``VocalTask``'s polling state, made by its first poll."""
+
+    __slots__ = ("connection_failures", "interval", "last_poll", "lock")
+
+    def __init__(self) -> None:
+        self.last_poll: float | None = None
+        self.interval: float | None = None
+        self.lock: asyncio.Lock | None = None
+        self.connection_failures = 0
+
+
 class VocalTask:
     """A submitted add-vocals task. Await its stages; never write a polling loop.
 
@@ -606,11 +649,8 @@ class VocalTask:
 
     __slots__ = (
         "__weakref__",  # the registry forgets a re-attached task once its handles are gone
-        "_connection_failures",
-        "_last_poll",
         "_policy",
-        "_poll_interval",
-        "_poll_lock",
+        "_polls",
         "_reattached",
         "_source",
         "_state",
@@ -630,10 +670,47 @@ class VocalTask:
         # Re-attached by id: it may have finished long ago, or never existed, so the first
         # wait asks the details endpoint at once instead of giving callbacks a grace period.
         self._reattached = reattached
-        self._last_poll: float | None = None
-        self._poll_interval: float | None = None
-        self._poll_lock: asyncio.Lock | None = None
-        self._connection_failures = 0
+        # What its polls need (last poll, interval, lock, failures in a row), made by the
+        # first poll: a task whose callbacks come in time never polls.
+        self._polls: _Polls | None = None
+
+    @property
+    def _last_poll(self) -> float | None:
+        return self._polls.last_poll if self._polls is not None else None
+
+    @_last_poll.setter
+    def _last_poll(self, value: float | None) -> None:
+        self._polls_made().last_poll = value
+
+    @property
+    def _poll_interval(self) -> float | None:
+        return self._polls.interval if self._polls is not None else None
+
+    @_poll_interval.setter
+    def _poll_interval(self, value: float | None) -> None:
+        self._polls_made().interval = value
+
+    @property
+    def _poll_lock(self) -> asyncio.Lock | None:
+        return self._polls.lock if self._polls is not None else None
+
+    @_poll_lock.setter
+    def _poll_lock(self, value: asyncio.Lock | None) -> None:
+        self._polls_made().lock = value
+
+    @property
+    def _connection_failures(self) -> int:
+        return self._polls.connection_failures if self._polls is not None else 0
+
+    @_connection_failures.setter
+    def _connection_failures(self, value: int) -> None:
+        self._polls_made().connection_failures = value
+
+    def _polls_made(self) -> _Polls:
+        polls = self._polls
+        if polls is None:
+            polls = self._polls = _Polls()
+        return polls
 
     def __repr__(self) -> str:
         shown = repr(self.task_id) if self.task_id_known else "<not known yet>"
