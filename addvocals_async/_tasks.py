@@ -124,6 +124,10 @@ class _Deadlines:
         """How many waiters are held (stale ones included)."""
         return self._count
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop()
+
     def add(
         self, loop: asyncio.AbstractEventLoop, when: float, waiter: asyncio.Future[Any]
     ) -> None:
@@ -200,6 +204,22 @@ class _Deadlines:
 _deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
     weakref.WeakKeyDictionary()
 )
+
+
+_latest: _Deadlines | None = None
+"""The deadlines of the loop that last asked (looked up without making a weak reference)."""
+
+
+def _deadlines_for(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    global _latest
+    deadlines = _latest
+    if deadlines is not None and deadlines.loop is loop:
+        return deadlines
+    deadlines = _deadlines.get(loop)
+    if deadlines is None:
+        deadlines = _deadlines[loop] = _Deadlines(loop)
+    _latest = deadlines
+    return deadlines
 
 
 def _wake_all(waiters: list[asyncio.Future[None]], start: int = 0) -> None:
@@ -456,10 +476,7 @@ class TaskState:
             waiters[waiter] = wants
         else:
             self._waiters = {waiters: self._wants, waiter: wants}
-        deadlines = _deadlines.get(loop)
-        if deadlines is None:
-            deadlines = _deadlines[loop] = _Deadlines(loop)
-        deadlines.add(loop, loop.time() + timeout, waiter)
+        _deadlines_for(loop).add(loop, loop.time() + timeout, waiter)
         return waiter
 
     def drop_waiter(self, waiter: asyncio.Future[Any]) -> None:
@@ -470,9 +487,7 @@ class TaskState:
             waiters.pop(waiter, None)
         if waiter.cancelled() or not waiter.done() or waiter.result() is not _EXPIRED:
             # Woken by a change or cancelled: its deadline is left in the heap.
-            deadlines = _deadlines.get(waiter.get_loop())
-            if deadlines is not None:
-                deadlines.stale += 1
+            _deadlines_for(waiter.get_loop()).stale += 1
 
     def _notify(self, rank: int = _ANY_CHANGE) -> None:
         """Wake the waiters a change of stage ``rank`` concerns (all, by default)."""
