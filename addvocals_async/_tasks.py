@@ -563,6 +563,12 @@ class _Wait(Coroutine[Any, Any, Any]):
     def __repr__(self) -> str:
         return f"<wait for {self._what()} of {self._task!r}>"
 
+    @property
+    def __name__(self) -> str:
+        """What asyncio shows for a task running this wait."""
+        stage = self._stage
+        return "VocalTask.events" if isinstance(stage, int) else f"VocalTask.{stage.value}"
+
     def _what(self) -> str:
         stage = self._stage
         return "next event" if isinstance(stage, int) else stage.value
