@@ -136,7 +136,8 @@ class _Deadlines:
     def add(
         self, loop: asyncio.AbstractEventLoop, when: float, waiter: asyncio.Future[Any]
     ) -> None:
-        due = (int(when * _TICKS) + 1) / _TICKS  # the next millisecond
+        # The next millisecond; an endless wait (timeout=math.inf) as one in 30,000 years.
+        due = (int(min(when, 1e12) * _TICKS) + 1) / _TICKS
         held = self._due.get(due)
         if held is None:
             self._due[due] = waiter

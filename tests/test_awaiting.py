@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import math
 import sys
 import tracemalloc
 from collections.abc import Mapping
@@ -130,6 +131,12 @@ async def test_a_wait_leaves_no_waiter_behind_when_it_ends_early() -> None:
     assert state._waiters is None
     with pytest.raises(TaskTimeoutError):  # nothing to poll: its deadline ends it
         await asyncio.wait_for(task.complete(timeout=0.01), 5)
+    assert state._waiters is None
+    endless = asyncio.create_task(state.wait_changed(math.inf))  # a deadline never due
+    await asyncio.sleep(0)
+    endless.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await endless
     assert state._waiters is None
     with pytest.raises(ValueError, match="timeout must be"):
         task.complete(timeout=-1).close()
