@@ -20,6 +20,7 @@ import heapq
 import logging
 import math
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -608,6 +609,8 @@ class _Wait(Coroutine[Any, Any, Any]):
             exc = typ() if val is None else typ(val)
         if tb is not None:
             exc = exc.with_traceback(tb)
+        if self._until is None:
+            self._until = 0.0  # thrown in before its first step: ended, not forgotten
         busy, self._busy = self._busy, None
         if isinstance(busy, asyncio.Future):
             self._task._state.drop_waiter(busy)
@@ -624,7 +627,16 @@ class _Wait(Coroutine[Any, Any, Any]):
                 raise
         raise exc
 
+    def __del__(self) -> None:
+        # As a native coroutine does: a wait made and never awaited is a bug worth a word.
+        if self._until is None:
+            warnings.warn(
+                f"coroutine '{self.__name__}' was never awaited", RuntimeWarning, stacklevel=1
+            )
+
     def close(self) -> None:
+        if self._until is None:
+            self._until = 0.0  # closed unstarted: nothing to warn about
         busy, self._busy = self._busy, None
         if isinstance(busy, asyncio.Future):
             self._task._state.drop_waiter(busy)

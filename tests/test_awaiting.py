@@ -140,6 +140,12 @@ async def test_a_wait_leaves_no_waiter_behind_when_it_ends_early() -> None:
     assert state._waiters is None
     with pytest.raises(ValueError, match="timeout must be"):
         task.complete(timeout=-1).close()
+    cancelled_early = asyncio.create_task(task.text())
+    cancelled_early.cancel()  # before its first step: thrown in, not "never awaited"
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled_early
+    with pytest.warns(RuntimeWarning, match="'VocalTask.first' was never awaited"):
+        task.first()  # type: ignore[unused-coroutine]  # dropped at once, never awaited
 
 
 async def test_a_wait_cancelled_while_it_polls_cancels_the_poll() -> None:
