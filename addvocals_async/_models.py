@@ -160,6 +160,12 @@ class Tracks(Sequence[Track]):
     def __len__(self) -> int:
         return len(self._all())
 
+    def __bool__(self) -> bool:
+        # Asked by a wait before anybody reads the tracks: answered without parsing them.
+        if self._tracks is None:
+            return any(isinstance(item, Mapping) for item in self._raw)
+        return bool(self._tracks)
+
     @overload
     def __getitem__(self, index: int) -> Track: ...
 

@@ -20,9 +20,10 @@ import heapq
 import logging
 import math
 import time
+import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._config import PollPolicy
 from ._errors import (
@@ -88,38 +89,89 @@ _ANY_CHANGE = 1 << 30
 """``_notify``'s rank for a change that is not a stage: it wakes every waiter."""
 
 
-class _Deadlines:
-    """Every waiter's deadline in this event loop, in one heap behind one timer: a wait
-    costs a heap entry, not a timer of its own (nor one per task).
+_TICKS = 1000
+"""Deadlines are kept to the millisecond (rounded up): waiters due in the same one share
+an entry."""
 
-    A waiter woken by a change, or cancelled, leaves its entry behind (counted in
-    ``stale``); it goes when its time comes, or all at once when stale entries are more
-    than half of the heap. Woken by its deadline, a waiter's result is ``_EXPIRED``.
+
+_RANKS = {stage: stage.rank for stage in Stage}
+_TERMINAL = frozenset(stage for stage in Stage if stage.is_terminal)
+"""``Stage.rank`` and ``Stage.is_terminal`` as lookups, for ``TaskState.apply``: the
+receiver's hot path."""
+
+_EXPECTED, _POLL_REQUESTED, _QUIET_WARNED = 1, 2, 4
+"""``TaskState._flags``: callbacks expected, a poll requested, the quiet warning given."""
+
+
+class _Deadlines:
+    """Every waiter's deadline in this event loop, behind one timer: not a timer per
+    waiter, nor a heap entry (a tuple, a sequence number and a float: 120 bytes each).
+
+    Deadlines are rounded up to the millisecond: ``_due`` maps one to its waiter, or to
+    the list of its waiters when there are more (a slot each), and ``_times`` is the heap
+    of those milliseconds. A waiter woken by a change, or cancelled, leaves its place
+    behind (counted in ``stale``); it goes when its time comes, or all at once when stale
+    places are more than half of them. Woken by its deadline, a waiter's result is
+    ``_EXPIRED``.
     """
 
-    __slots__ = ("__weakref__", "_armed", "_heap", "_loop", "_seq", "stale")
+    __slots__ = ("__weakref__", "_armed", "_count", "_due", "_loop", "_times", "stale")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Weakly: the loop's timers hold this object, this object never holds the loop.
         self._loop = weakref.ref(loop)
-        self._heap: list[tuple[float, int, asyncio.Future[Any]]] = []
-        self._seq = 0
+        self._due: dict[float, asyncio.Future[Any] | list[asyncio.Future[Any]]] = {}
+        self._times: list[float] = []  # a heap of the keys of _due
+        self._count = 0  # waiters held, stale ones included
         self._armed = math.inf  # the earliest timer set and not yet run
         self.stale = 0
+
+    def __len__(self) -> int:
+        """How many waiters are held (stale ones included)."""
+        return self._count
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop()
 
     def add(
         self, loop: asyncio.AbstractEventLoop, when: float, waiter: asyncio.Future[Any]
     ) -> None:
-        heap = self._heap
-        self._seq += 1
-        heapq.heappush(heap, (when, self._seq, waiter))
-        if when < self._armed:
-            self._armed = when
-            loop.call_at(when, self._expire)  # an earlier one left set runs and finds nothing
-        if self.stale > 256 and 2 * self.stale > len(heap):
-            self._heap = [entry for entry in heap if not entry[2].done()]
-            heapq.heapify(self._heap)
-            self.stale = 0
+        # The next millisecond; an endless wait (timeout=math.inf) as one in 30,000 years.
+        due = (int(min(when, 1e12) * _TICKS) + 1) / _TICKS
+        held = self._due.get(due)
+        if held is None:
+            self._due[due] = waiter
+            heapq.heappush(self._times, due)
+            if due < self._armed:
+                self._armed = due
+                loop.call_at(due, self._expire)  # an earlier one left set runs and finds nothing
+        elif isinstance(held, list):
+            held.append(waiter)
+        else:
+            self._due[due] = [held, waiter]
+        self._count += 1
+        if self.stale > 256 and 2 * self.stale > self._count:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the places of waiters already done."""
+        due: dict[float, asyncio.Future[Any] | list[asyncio.Future[Any]]] = {}
+        count = 0
+        for when, held in self._due.items():
+            if isinstance(held, list):
+                live = [waiter for waiter in held if not waiter.done()]
+                if live:
+                    due[when] = live
+                    count += len(live)
+            elif not held.done():
+                due[when] = held
+                count += 1
+        self._due = due
+        self._times = list(due)
+        heapq.heapify(self._times)
+        self._count = count
+        self.stale = 0
 
     def _expire(self) -> None:
         """Wake the waiters whose deadline passed, ``WAKE_BATCH`` per loop iteration."""
@@ -129,27 +181,66 @@ class _Deadlines:
         now = loop.time()
         if self._armed <= now:
             self._armed = math.inf
-        heap = self._heap
-        woken = 0
-        while heap and heap[0][0] <= now:
-            waiter = heapq.heappop(heap)[2]
-            if waiter.done():
-                self.stale -= 1
-                continue
-            waiter.set_result(_EXPIRED)
-            woken += 1
-            if woken >= WAKE_BATCH:  # the rest in the next loop iteration
+        times, due = self._times, self._due
+        budget = WAKE_BATCH
+        while times and times[0] <= now:
+            if budget <= 0:  # the rest in the next loop iteration
                 self._armed = now
                 loop.call_soon(self._expire)
                 return
-        if heap and heap[0][0] < self._armed:
-            self._armed = heap[0][0]
+            held = due[times[0]]
+            if not isinstance(held, list):
+                held = [held]
+            while held and budget > 0:
+                waiter = held.pop()
+                self._count -= 1
+                if waiter.done():
+                    self.stale -= 1
+                    continue
+                waiter.set_result(_EXPIRED)
+                budget -= 1
+            if held:
+                due[times[0]] = held
+            else:
+                del due[heapq.heappop(times)]
+        if times and times[0] < self._armed:
+            self._armed = times[0]
             loop.call_at(self._armed, self._expire)
 
 
 _deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
     weakref.WeakKeyDictionary()
 )
+
+
+_clock = -math.inf
+
+
+def _activity_clock() -> float:
+    """``time.monotonic()`` to the millisecond, for ``TaskState.last_activity`` (a grace
+    period of seconds, a sweep of hours): states made or moved in the same millisecond
+    share one float, not 24 bytes each (a burst of submits, ``client.resume()``)."""
+    global _clock
+    now = time.monotonic()
+    if now - _clock >= 0.001:
+        _clock = now
+    return _clock
+
+
+_latest: _Deadlines | None = None
+"""The deadlines of the loop that last asked (looked up without making a weak reference)."""
+
+
+def _deadlines_for(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    global _latest
+    deadlines = _latest
+    if deadlines is not None and deadlines.loop is loop:
+        return deadlines
+    deadlines = _deadlines.get(loop)
+    if deadlines is None:
+        deadlines = _deadlines[loop] = _Deadlines(loop)
+    _latest = deadlines
+    return deadlines
 
 
 def _wake_all(waiters: list[asyncio.Future[None]], start: int = 0) -> None:
@@ -178,18 +269,15 @@ class TaskState:
     # event arrives, so 100,000 tasks waiting for callbacks stay cheap.
     __slots__ = (
         "_events",
+        "_flags",
         "_on_terminal",
-        "_reached",
         "_shared_result",
         "_waiters",
         "_wants",
-        "callbacks_expected",
         "failure",
         "last_activity",
         "moved_at",
-        "poll_requested",
         "profile",
-        "quiet_warned",
         "ref",
         "stage",
         "task_id",
@@ -205,19 +293,18 @@ class TaskState:
         self.task_id = task_id
         self.profile = profile
         self.stage = Stage.PENDING
-        self.callbacks_expected = callbacks_expected
+        # callbacks_expected, poll_requested and quiet_warned, as bits of one int.
+        self._flags = _EXPECTED if callbacks_expected else 0
         self.ref: str | None = None  # the receiver registration routing callbacks here
+        # The accepted events, in order: each moved the task forward, or failed it.
         self._events: list[CallbackEvent] | None = None
-        self._reached: dict[Stage, CallbackEvent] | None = None
         # The last result handed out, with its event: every waiter of a stage gets the
         # same object, so waking 100,000 of them allocates nothing that outlives them
         # (new survivors by the thousand would bring on a full garbage collection).
         self._shared_result: tuple[CallbackEvent, TaskResult] | None = None
         self.failure: TaskFailedError | None = None
-        self.last_activity = time.monotonic()  # any callback or poll answer naming the task
+        self.last_activity = _activity_clock()  # any callback or poll answer naming it
         self.moved_at: float | None = None  # when the last accepted event moved it
-        self.poll_requested = False
-        self.quiet_warned = False
         # None, the one waiter's future (the stage rank it waits for in ``_wants``), or
         # {future: rank} when there are more.
         self._waiters: asyncio.Future[Any] | dict[asyncio.Future[Any], int] | None = None
@@ -232,6 +319,34 @@ class TaskState:
         """The accepted events, in arrival order."""
         return self._events if self._events is not None else []
 
+    @property
+    def callbacks_expected(self) -> bool:
+        """True while callbacks reach this task (a receiver attached): waiters stay quiet
+        for the grace period instead of polling."""
+        return bool(self._flags & _EXPECTED)
+
+    @callbacks_expected.setter
+    def callbacks_expected(self, value: bool) -> None:
+        self._flags = self._flags | _EXPECTED if value else self._flags & ~_EXPECTED
+
+    @property
+    def poll_requested(self) -> bool:
+        """True when waiters should poll as soon as the per-task floor allows."""
+        return bool(self._flags & _POLL_REQUESTED)
+
+    @poll_requested.setter
+    def poll_requested(self, value: bool) -> None:
+        self._flags = self._flags | _POLL_REQUESTED if value else self._flags & ~_POLL_REQUESTED
+
+    @property
+    def quiet_warned(self) -> bool:
+        """True once the warning that no callback came was logged for this task."""
+        return bool(self._flags & _QUIET_WARNED)
+
+    @quiet_warned.setter
+    def quiet_warned(self, value: bool) -> None:
+        self._flags = self._flags | _QUIET_WARNED if value else self._flags & ~_QUIET_WARNED
+
     # ---------------------------------------------------------------- transitions
 
     def apply(self, event: CallbackEvent) -> bool:
@@ -241,32 +356,28 @@ class TaskState:
             self.task_id = event.task_id  # a callback that beat the submit response
         elif event.task_id != self.task_id:
             return False
-        self.last_activity = time.monotonic()
+        self.last_activity = _activity_clock()
         target = event.stage
         current = self.stage
-        if target is None or current.is_terminal:
+        if target is None or current in _TERMINAL:
             return False
         if target is Stage.FAILED:
             self.stage = Stage.FAILED
             self.failure = self._failure_from(event)
-        elif target.rank <= current.rank:
+        elif _RANKS[target] <= _RANKS[current]:
             return False
         else:
-            # The event that reached each stage (skipped ones included); results are built
-            # from it when somebody asks, not on the receiver's hot path.
-            if self._reached is None:
-                self._reached = {}
-            for stage in target.covers:
-                self._reached.setdefault(stage, event)
+            # Results are built from the event that reached a stage when somebody asks
+            # (``result_for``), not on the receiver's hot path.
             self.stage = target
         self.moved_at = self.last_activity
         if self._events is None:
             self._events = []
         self._events.append(event)
-        self._notify(self.stage.rank)
+        self._notify(_RANKS[target])
         if log.isEnabledFor(logging.INFO):
             _log_progress(self, event)
-        if self.stage.is_terminal and self._on_terminal is not None:
+        if target in _TERMINAL and self._on_terminal is not None:
             callback, self._on_terminal = self._on_terminal, None
             callback(self)
         return True
@@ -320,7 +431,7 @@ class TaskState:
         """Callbacks flow again (the seam's store is back): waiters stop polling and give
         them a fresh grace period."""
         self.callbacks_expected = True
-        self.last_activity = time.monotonic()
+        self.last_activity = _activity_clock()
         self._notify()
 
     def on_terminal(self, callback: Callable[[TaskState], None] | None) -> None:
@@ -336,7 +447,13 @@ class TaskState:
     def result_for(self, stage: Stage) -> TaskResult | None:
         """The result once ``stage`` (or a later one) was reached; raises the task's
         ``TaskFailedError`` when it failed before reaching it."""
-        event = self._reached.get(stage) if self._reached is not None else None
+        # The first event whose stage covers ``stage`` reached it (skipped ones included).
+        event = None
+        for accepted in self._events or ():
+            target = accepted.stage
+            if target is not None and stage in target.covers:
+                event = accepted
+                break
         if event is not None:
             shared = self._shared_result
             if shared is not None and shared[0] is event:
@@ -383,10 +500,7 @@ class TaskState:
             waiters[waiter] = wants
         else:
             self._waiters = {waiters: self._wants, waiter: wants}
-        deadlines = _deadlines.get(loop)
-        if deadlines is None:
-            deadlines = _deadlines[loop] = _Deadlines(loop)
-        deadlines.add(loop, loop.time() + timeout, waiter)
+        _deadlines_for(loop).add(loop, loop.time() + timeout, waiter)
         return waiter
 
     def drop_waiter(self, waiter: asyncio.Future[Any]) -> None:
@@ -397,9 +511,7 @@ class TaskState:
             waiters.pop(waiter, None)
         if waiter.cancelled() or not waiter.done() or waiter.result() is not _EXPIRED:
             # Woken by a change or cancelled: its deadline is left in the heap.
-            deadlines = _deadlines.get(waiter.get_loop())
-            if deadlines is not None:
-                deadlines.stale += 1
+            _deadlines_for(waiter.get_loop()).stale += 1
 
     def _notify(self, rank: int = _ANY_CHANGE) -> None:
         """Wake the waiters a change of stage ``rank`` concerns (all, by default)."""
@@ -420,9 +532,164 @@ class TaskState:
                 waiters.set_result(None)
 
 
-def _reached(result: TaskResult | None) -> TaskResult:
-    assert result is not None  # a wait for a stage returns its result or raises
-    return result
+class _Wait(Coroutine[Any, Any, Any]):
+    """One wait of a ``VocalTask`` (``text()``, ``first()``, ``complete()``, a step of
+    ``events()``): the waiting loop as a coroutine object of its own, not a coroutine
+    frame. An awaited task holds this (six pointers), its waiter's future and a slot in
+    the loop's deadlines while it sleeps, and nothing more: memory per awaited task is a
+    figure of ``make bench``, and a native coroutine frame (two, with the public method's
+    own) took three times as much.
+
+    It yields its waiter's future to the task that runs it, as ``await future`` would,
+    so a callback's ``set_result`` resumes that task in one loop iteration. A poll runs as
+    a native coroutine, made only when one is due, which this one drives while it lasts.
+    ``stage`` ``None``: the wait ends once there are more than ``seen`` events (``None``).
+    """
+
+    __slots__ = ("_busy", "_stage", "_task", "_total", "_until")
+
+    def __init__(
+        self,
+        task: VocalTask,
+        stage: Stage | None,
+        total: float,
+        until: float | None = None,
+        seen: int = 0,
+    ) -> None:
+        self._task = task
+        # The stage waited for, or the number of events seen (a wait for the next one).
+        self._stage: Stage | int = seen if stage is None else stage
+        self._total = total  # the wait's timeout, for the error
+        self._until = until  # its deadline on the monotonic clock, set at the first step
+        # None; the waiter's future while it sleeps; the poll's coroutine while it polls;
+        # True once the deadline passed (a last look, then TaskTimeoutError).
+        self._busy: asyncio.Future[Any] | Coroutine[Any, Any, bool] | bool | None = None
+
+    def __repr__(self) -> str:
+        return f"<wait for {self._what()} of {self._task!r}>"
+
+    @property
+    def __name__(self) -> str:
+        """What asyncio shows for a task running this wait."""
+        stage = self._stage
+        return "VocalTask.events" if isinstance(stage, int) else f"VocalTask.{stage.value}"
+
+    def _what(self) -> str:
+        stage = self._stage
+        return "next event" if isinstance(stage, int) else stage.value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self  # type: ignore[return-value]  # the iterator protocol, by hand
+
+    def send(self, value: Any = None) -> Any:
+        """Resume: after the waiter's future is done, or a step of the poll."""
+        busy = self._busy
+        if busy is not None and busy is not True:
+            if isinstance(busy, asyncio.Future):
+                self._busy = None
+                self._task._state.drop_waiter(busy)
+            else:
+                assert not isinstance(busy, bool)
+                try:
+                    return busy.send(value)
+                except StopIteration as stop:
+                    self._busy = True if stop.value else None
+                except BaseException:
+                    self._busy = None
+                    raise
+        return self._step()
+
+    __next__ = send
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        """Cancelled (or an exception thrown in): leave the waiter's place, or let the
+        poll's coroutine handle it, then raise it."""
+        if isinstance(typ, BaseException):
+            exc = typ
+        elif isinstance(val, BaseException):
+            exc = val
+        else:
+            exc = typ() if val is None else typ(val)
+        if tb is not None:
+            exc = exc.with_traceback(tb)
+        if self._until is None:
+            self._until = 0.0  # thrown in before its first step: ended, not forgotten
+        busy, self._busy = self._busy, None
+        if isinstance(busy, asyncio.Future):
+            self._task._state.drop_waiter(busy)
+        elif busy is not None and busy is not True:
+            assert not isinstance(busy, bool)
+            self._busy = busy
+            try:
+                return busy.throw(exc)
+            except StopIteration as stop:  # the poll caught it and finished
+                self._busy = True if stop.value else None
+                return self._step()
+            except BaseException:
+                self._busy = None
+                raise
+        raise exc
+
+    def __del__(self) -> None:
+        # As a native coroutine does: a wait made and never awaited is a bug worth a word.
+        if self._until is None:
+            warnings.warn(
+                f"coroutine '{self.__name__}' was never awaited", RuntimeWarning, stacklevel=1
+            )
+
+    def close(self) -> None:
+        if self._until is None:
+            self._until = 0.0  # closed unstarted: nothing to warn about
+        busy, self._busy = self._busy, None
+        if isinstance(busy, asyncio.Future):
+            self._task._state.drop_waiter(busy)
+        elif busy is not None and busy is not True:
+            assert not isinstance(busy, bool)
+            busy.close()
+
+    def _step(self) -> Any:
+        """The waiting loop: return what to yield to the task (the waiter's future, or
+        the poll's first step), or end with the result (``StopIteration``) or an error."""
+        task = self._task
+        state = task._state
+        stage = self._stage
+        until = self._until
+        if until is None:
+            until = self._until = time.monotonic() + self._total
+        while True:
+            if isinstance(stage, int):
+                if len(state.events) > stage:
+                    raise StopIteration(None)
+            else:
+                result = state.result_for(stage)
+                if result is not None:
+                    raise StopIteration(result)
+            if self._busy is True:
+                raise TaskTimeoutError(task.task_id, self._what(), self._total)
+            waiter = task._sleep_or_none(until, 0 if isinstance(stage, int) else stage.rank)
+            if waiter is not None:
+                self._busy = waiter
+                waiter._asyncio_future_blocking = True  # what `await waiter` sets
+                return waiter
+            poll = task._poll_or_last_chance(until)
+            try:
+                step = poll.send(None)
+            except StopIteration as stop:
+                self._busy = True if stop.value else None
+                continue
+            self._busy = poll
+            return step
+
+
+class _Polls:
+    """A ``VocalTask``'s polling state, made by its first poll."""
+
+    __slots__ = ("connection_failures", "last_poll", "lock")
+
+    def __init__(self) -> None:
+        self.last_poll: float | None = None
+        self.lock: asyncio.Lock | None = None
+        self.connection_failures = 0
 
 
 class VocalTask:
@@ -438,10 +705,8 @@ class VocalTask:
     __slots__ = (
         "__weakref__",  # the registry forgets a re-attached task once its handles are gone
         "_born",
-        "_connection_failures",
-        "_last_poll",
         "_policy",
-        "_poll_lock",
+        "_polls",
         "_reattached",
         "_source",
         "_state",
@@ -461,13 +726,44 @@ class VocalTask:
         # Re-attached by id: it may have finished long ago, or never existed, so the first
         # wait asks the details endpoint at once instead of giving callbacks a grace period.
         self._reattached = reattached
-        self._last_poll: float | None = None
         # When the task was submitted, as far as this process knows: the handle is made
         # as the submit answers; a re-attached task's first poll revises it from the stage
         # it has reached. Polls and the grace for late callbacks follow the stage times.
-        self._born = time.monotonic()
-        self._poll_lock: asyncio.Lock | None = None
-        self._connection_failures = 0
+        # (To the millisecond: handles made in one burst share the float.)
+        self._born = _activity_clock()
+        # What its polls need (last poll, interval, lock, failures in a row), made by the
+        # first poll: a task whose callbacks come in time never polls.
+        self._polls: _Polls | None = None
+
+    @property
+    def _last_poll(self) -> float | None:
+        return self._polls.last_poll if self._polls is not None else None
+
+    @_last_poll.setter
+    def _last_poll(self, value: float | None) -> None:
+        self._polls_made().last_poll = value
+
+    @property
+    def _poll_lock(self) -> asyncio.Lock | None:
+        return self._polls.lock if self._polls is not None else None
+
+    @_poll_lock.setter
+    def _poll_lock(self, value: asyncio.Lock | None) -> None:
+        self._polls_made().lock = value
+
+    @property
+    def _connection_failures(self) -> int:
+        return self._polls.connection_failures if self._polls is not None else 0
+
+    @_connection_failures.setter
+    def _connection_failures(self, value: int) -> None:
+        self._polls_made().connection_failures = value
+
+    def _polls_made(self) -> _Polls:
+        polls = self._polls
+        if polls is None:
+            polls = self._polls = _Polls()
+        return polls
 
     def __repr__(self) -> str:
         shown = repr(self.task_id) if self.task_id_known else "<not known yet>"
@@ -502,17 +798,34 @@ class VocalTask:
             return None
         return max(0.0, self._next_poll_at(Stage.COMPLETE.rank) - now)
 
-    async def text(self, timeout: float | None = None) -> TaskResult:
-        """Wait for the lyrics stage (satisfied by any later stage, even if it was skipped)."""
-        return _reached(await self._wait(Stage.TEXT, *self._deadline(timeout)))
+    # The waits are coroutines (``await``, ``asyncio.create_task``, ``asyncio.wait_for``
+    # take them) made by plain methods: one small object per wait (``_Wait``), no frame.
+    # Type checkers see coroutine methods, as they were: ``asyncio.gather``'s overloads
+    # infer what they return, which mypy does not for a method typed as returning a
+    # ``Coroutine``.
+    if TYPE_CHECKING:
 
-    async def first(self, timeout: float | None = None) -> TaskResult:
-        """Wait until the first track is ready (its stream URL plays; the MP3 may not be final)."""
-        return _reached(await self._wait(Stage.FIRST, *self._deadline(timeout)))
+        async def text(self, timeout: float | None = None) -> TaskResult: ...
 
-    async def complete(self, timeout: float | None = None) -> TaskResult:
-        """Wait until every track is final; ``result.tracks`` holds them."""
-        return _reached(await self._wait(Stage.COMPLETE, *self._deadline(timeout)))
+        async def first(self, timeout: float | None = None) -> TaskResult: ...
+
+        async def complete(self, timeout: float | None = None) -> TaskResult: ...
+
+    else:
+
+        def text(self, timeout: float | None = None) -> Coroutine[Any, Any, TaskResult]:
+            """Wait for the lyrics stage (satisfied by any later stage, even if it was
+            skipped)."""
+            return _Wait(self, Stage.TEXT, self._timeout(timeout))
+
+        def first(self, timeout: float | None = None) -> Coroutine[Any, Any, TaskResult]:
+            """Wait until the first track is ready (its stream URL plays; the MP3 may not
+            be final)."""
+            return _Wait(self, Stage.FIRST, self._timeout(timeout))
+
+        def complete(self, timeout: float | None = None) -> Coroutine[Any, Any, TaskResult]:
+            """Wait until every track is final; ``result.tracks`` holds them."""
+            return _Wait(self, Stage.COMPLETE, self._timeout(timeout))
 
     async def refresh(self) -> TaskDetails:
         """Ask the details endpoint now and apply what it says; returns the details."""
@@ -545,7 +858,8 @@ class VocalTask:
         whole iteration (``PollPolicy.default_timeout`` when not given).
         """
         state = self._state
-        deadline = self._deadline(timeout)
+        total = self._timeout(timeout)
+        until = time.monotonic() + total
         index = 0
         while True:
             while index < len(state.events):
@@ -553,49 +867,16 @@ class VocalTask:
                 yield state.events[index - 1]
             if state.stage.is_terminal:
                 return
-            await self._wait(None, *deadline, seen=len(state.events))
+            await _Wait(self, None, total, until, len(state.events))
 
     # ---------------------------------------------------------------- internals
 
-    def _deadline(self, timeout: float | None) -> tuple[float, float]:
+    def _timeout(self, timeout: float | None) -> float:
         if timeout is None:
             timeout = self._policy.default_timeout
         if not timeout >= 0:  # also refuses NaN, which no deadline would ever reach
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        return time.monotonic() + timeout, timeout
-
-    async def _wait(
-        self, stage: Stage | None, until: float, total: float, *, seen: int = 0
-    ) -> TaskResult | None:
-        """Sleep until ``stage`` is reached (its result), or with no stage until there
-        are more than ``seen`` events (``None``); poll when callbacks are quiet, raise
-        ``TaskTimeoutError`` at ``until`` (``total`` seconds from the start) after a
-        last-chance poll.
-
-        The one waiting loop. It awaits its waiter's future itself: an awaited task holds
-        this frame while it sleeps and nothing more (no coroutine per sleep, no closure),
-        as memory per awaited task is a figure of ``make bench``."""
-        state = self._state
-        wants = stage.rank if stage is not None else 0
-        expired = False
-        while True:
-            if stage is None:
-                if len(state.events) > seen:
-                    return None
-            else:
-                result = state.result_for(stage)
-                if result is not None:
-                    return result
-            if expired:
-                raise TaskTimeoutError(self.task_id, stage.value if stage else "next event", total)
-            waiter = self._sleep_or_none(until, wants)
-            if waiter is None:
-                expired = await self._poll_or_last_chance(until)
-                continue
-            try:
-                await waiter
-            finally:
-                state.drop_waiter(waiter)
+        return timeout
 
     def _sleep_or_none(self, until: float, wants: int) -> asyncio.Future[Any] | None:
         """The future to sleep on (a change, or the time to poll or to give up), or

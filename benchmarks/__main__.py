@@ -130,7 +130,7 @@ def table(figures: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
         f"memory per awaited task ({mem['tasks']:,})",
         f"{mem['our_bytes_per_task']:,.0f} B",
         f"{mem['naive_bytes_per_task']:,.0f} B task+future",
-        f"{mem['ratio']:.2f}",
+        f"{mem['ratio']:.2f} ({_range(mem['ratio_range'])})",
         "≤ 1.0",
         mem["ratio"] <= 1.0,
     )

