@@ -608,8 +608,12 @@ class AddVocalsClient:
                 state = self._tasks.attach(task_id, ref=record.ref)
                 if record.task_id is None:
                     self._in_background(store.bind(record.ref, task_id))
+            # Its polls follow the stage times from when it was really submitted.
+            age = max(0.0, time.time() - record.created_at)
             tasks.append(
-                VocalTask(state, self._api, self.poll_policy, reattached=task_id is not None)
+                VocalTask(
+                    state, self._api, self.poll_policy, reattached=task_id is not None, age=age
+                )
             )
         return tasks
 

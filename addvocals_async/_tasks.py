@@ -719,6 +719,7 @@ class VocalTask:
         policy: PollPolicy,
         *,
         reattached: bool = False,
+        age: float = 0.0,
     ) -> None:
         self._state = state
         self._source = source
@@ -730,7 +731,7 @@ class VocalTask:
         # as the submit answers; a re-attached task's first poll revises it from the stage
         # it has reached. Polls and the grace for late callbacks follow the stage times.
         # (To the millisecond: handles made in one burst share the float.)
-        self._born = _activity_clock()
+        self._born = _activity_clock() if not age > 0 else time.monotonic() - age
         # What its polls need (last poll, interval, lock, failures in a row), made by the
         # first poll: a task whose callbacks come in time never polls.
         self._polls: _Polls | None = None
@@ -841,7 +842,7 @@ class VocalTask:
         now = self._last_poll = time.monotonic()
         if first_look:
             # Submitted some time ago: at least as long ago as the stage reached takes.
-            self._born = now - self._policy.due(state.stage.rank)
+            self._born = min(self._born, now - self._policy.due(state.stage.rank))
         elif (
             moved
             and state.callbacks_expected

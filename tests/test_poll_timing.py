@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from helpers import REQUEST
@@ -27,6 +28,8 @@ from addvocals_async import (
     VocalTask,
     set_testing,
 )
+from addvocals_async._providers import get_provider
+from addvocals_async._tasks import TaskState
 from addvocals_async.testing import Simulator
 
 SPEED = 200.0
@@ -164,3 +167,21 @@ def poll_until(policy: PollPolicy, arrival: float, jitters: list[float]) -> tupl
         if t >= arrival:
             return t, requests
     raise AssertionError(f"no poll reached {arrival} s: {t}")
+
+
+def test_a_resumed_submit_polls_by_its_real_age() -> None:
+    """``client.resume()`` knows when each submit was made: a task submitted 170 s before
+    the restart is polled at once, not 30 s after the restart as a fresh one would be."""
+
+    class Source:
+        can_poll = True
+
+        async def details(self, task_id: str, *, attempts: int | None = None) -> Any:
+            raise AssertionError("not asked in this test")
+
+    state = TaskState("a" * 32, get_provider("apibox"))
+    with set_testing(False):
+        fresh = VocalTask(state, Source(), PollPolicy())
+        old = VocalTask(state, Source(), PollPolicy(), age=170.0)
+        assert fresh.next_poll_in == pytest.approx(30.0, abs=4.0)
+        assert old.next_poll_in == 0.0
