@@ -137,3 +137,30 @@ async def test_from_local_file(provider: str) -> None:
         assert task.input_size > 10_000
         assert all(track.id in out for track in task.tracks)
         assert len(sim.uploads) == (0 if provider == "apibox" else 1)
+
+
+async def test_user_code_example_runs_outside_auto_mode() -> None:
+    """examples/test_user_code.py copied into a project of one's own runs with a plain
+    `pytest`: pytest-asyncio's default (strict) mode, no settings of this project."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_mode=strict",
+        str(EXAMPLES / "test_user_code.py"),
+        env={**os.environ, **CHILD_TESTING},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, output.decode()
+    assert "3 passed" in output.decode()
