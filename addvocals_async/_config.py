@@ -164,8 +164,9 @@ class RetryPolicy:
 #: usual time of being due (180 s ± 18 s for ``complete``); further off, the interval
 #: widens by 0.3 s per second before that (10 s twenty seconds further) and 0.5 s per
 #: second after it (a task that late is more likely stuck than about to finish). Tuned
-#: on the benchmark ``poll_timing``: tasks 20 % faster or slower than usual are noticed
-#: 2-3 s after they finish (median), in at most 25 requests even 4 minutes in.
+#: on the benchmark ``poll_timing``: tasks spread from 20 % faster to 20 % slower than
+#: usual are noticed 2-3 s after they finish (median; 20 % slower alone: about 10 s), in
+#: at most 25 requests even 4 minutes in.
 _ZONE = 0.1
 _WIDENING_EARLY = 0.3
 _WIDENING_LATE = 0.5
