@@ -4,8 +4,8 @@ the process-wide testing switch.
 The testing switch (``set_testing(True)``, or ``ADDVOCALS_TESTING=1`` in the environment
 of a child process) is for users' test suites and ours, in the spirit of
 ``stamina.set_testing``: retries keep their attempts but drop every wait, and poll
-timings shrink by ``time_scale`` (0.01 by default: a 60 s grace becomes 0.6 s), so no
-test sleeps through a real poll interval or backoff.
+timings shrink by ``time_scale`` (0.01 by default: the 180 s a task usually takes become
+1.8 s), so no test sleeps through a real poll interval or backoff.
 """
 
 from __future__ import annotations

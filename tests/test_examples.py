@@ -32,7 +32,7 @@ async def run_example(
 ) -> str:
     environ = {
         **os.environ,
-        **CHILD_TESTING,  # the 10-30 s poll interval of polling_only.py becomes 0.1-0.3 s
+        **CHILD_TESTING,  # polling_only.py's polls (up to 30 s apart) come 100 times as often
         "ADDVOCALS_BASE_URL": sim.base_url,
         "ADDVOCALS_API_KEY": sim.api_key,
         "ADDVOCALS_RECEIVER_SECRET": "example-secret-0123456789abcdef",

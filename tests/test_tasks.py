@@ -451,7 +451,7 @@ async def test_restarted_receiver_with_the_same_secret_gets_the_callbacks() -> N
 @pytest.mark.real_timing
 async def test_a_callback_naming_a_reattached_task_polls_before_the_poll_interval() -> None:
     """The README promises a re-attached task "polls again the moment a callback names it":
-    a callback must not wait out the polling interval (10-30 s by default), only the
+    a callback must not wait out the polling interval (up to 30 s by default), only the
     per-task floor (``min_interval``)."""
     async with Simulator(speed=1000, seed=0, stage_times=LATE_COMPLETE) as sim:
         async with (
