@@ -218,7 +218,7 @@ class AddVocalsClient:
         if _is_local(callback_host) and not _is_local(yarl.URL(str(self.base_url)).host):
             log.warning(
                 "the receiver's URL %s is a local address the API at %s cannot reach: "
-                "callbacks will not arrive, and tasks will poll after the grace period. "
+                "callbacks will not arrive, and tasks will poll once their callbacks are late. "
                 "Pass public_url= (a reverse proxy or tunnel to this port; "
                 "README: 'Exposing the receiver')",
                 self.receiver.url,

@@ -4,8 +4,8 @@ the process-wide testing switch.
 The testing switch (``set_testing(True)``, or ``ADDVOCALS_TESTING=1`` in the environment
 of a child process) is for users' test suites and ours, in the spirit of
 ``stamina.set_testing``: retries keep their attempts but drop every wait, and poll
-timings shrink by ``time_scale`` (0.01 by default: a 60 s grace becomes 0.6 s), so no
-test sleeps through a real poll interval or backoff.
+timings shrink by ``time_scale`` (0.01 by default: the 180 s a task usually takes become
+1.8 s), so no test sleeps through a real poll interval or backoff.
 """
 
 from __future__ import annotations
@@ -164,8 +164,9 @@ class RetryPolicy:
 #: usual time of being due (180 s ± 18 s for ``complete``); further off, the interval
 #: widens by 0.3 s per second before that (10 s twenty seconds further) and 0.5 s per
 #: second after it (a task that late is more likely stuck than about to finish). Tuned
-#: on the benchmark ``poll_timing``: tasks 20 % faster or slower than usual are noticed
-#: 2-3 s after they finish (median), in at most 25 requests even 4 minutes in.
+#: on the benchmark ``poll_timing``: tasks spread from 20 % faster to 20 % slower than
+#: usual are noticed 2-3 s after they finish (median; 20 % slower alone: about 10 s), in
+#: at most 25 requests even 4 minutes in.
 _ZONE = 0.1
 _WIDENING_EARLY = 0.3
 _WIDENING_LATE = 0.5

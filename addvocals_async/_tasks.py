@@ -513,6 +513,16 @@ class TaskState:
             # Woken by a change or cancelled: its deadline is left in the heap.
             _deadlines_for(waiter.get_loop()).stale += 1
 
+    def _lowest_wants(self) -> int | None:
+        """The lowest stage rank a waiter now sleeps for (0: any change), or ``None``
+        when nobody waits."""
+        waiters = self._waiters
+        if waiters is None:
+            return None
+        if isinstance(waiters, dict):
+            return min(waiters.values(), default=None)
+        return self._wants
+
     def _notify(self, rank: int = _ANY_CHANGE) -> None:
         """Wake the waiters a change of stage ``rank`` concerns (all, by default)."""
         waiters = self._waiters
@@ -793,11 +803,16 @@ class VocalTask:
     def next_poll_in(self) -> float | None:
         """Seconds until a waiter of this task next asks the details endpoint (0: at once),
         or ``None`` while it waits for callbacks (a receiver attached, not quiet for the
-        grace period yet). For progress displays: nothing polls unless somebody waits."""
+        grace period yet). For progress displays: nothing polls unless somebody waits.
+        The schedule is that of the waiter awaiting the nearest stage (``events()``, as
+        the command line follows a task, awaits the next one; ``complete()`` the last),
+        or of a ``complete()`` while nobody waits."""
         now = time.monotonic()
         if self._listening() and self._late_at() > now:
             return None
-        return max(0.0, self._next_poll_at(Stage.COMPLETE.rank) - now)
+        wants = self._state._lowest_wants()
+        target = Stage.COMPLETE.rank if wants is None else wants
+        return max(0.0, self._next_poll_at(target) - now)
 
     # The waits are coroutines (``await``, ``asyncio.create_task``, ``asyncio.wait_for``
     # take them) made by plain methods: one small object per wait (``_Wait``), no frame.

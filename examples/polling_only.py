@@ -1,8 +1,14 @@
 """No public URL? Then the task is polled instead.
 
 The API still insists on a callback URL, so give it one you own (its callbacks are simply
-not used here). The SDK polls the details endpoint every 10-30 s until the task is done.
+not used here). The SDK polls the details endpoint at the API's own pace until the task is
+done: every 30 s while completion is far off, every 4 s around the 3 minutes a task
+usually takes (PollPolicy.stage_times), about 15 requests in all.
     ADDVOCALS_API_KEY=... python examples/polling_only.py
+or against the simulator (`addvocals simulate` in another terminal), whose tasks take 3 s:
+the first poll, some 30 s in, finds the task done.
+    ADDVOCALS_BASE_URL=http://127.0.0.1:8181 ADDVOCALS_API_KEY=sim-key \
+        python examples/polling_only.py
 """
 
 import asyncio

@@ -2,12 +2,18 @@
 
 The `addvocals_simulator` fixture comes with the package (a pytest plugin): a running
 simulator on 127.0.0.1, 1000x faster than the real API, with the documented faults.
+Copied into a project of your own it runs with a plain `pytest` (pytest-asyncio, from
+`pip install 'addvocals_async[testing]'`, runs the marked coroutines).
 """
 
 import pytest
 
 from addvocals_async import AddVocalsClient, CallbackReceiver, TaskFailedError
 from addvocals_async.testing import Simulator
+
+# Every test here is a coroutine: without this mark, a project not in pytest-asyncio's
+# auto mode would fail each one with "async def functions are not natively supported".
+pytestmark = pytest.mark.asyncio
 
 
 async def make_song(client: AddVocalsClient, title: str) -> list[str]:

@@ -594,7 +594,7 @@ async def test_failed_task_exits_4(sim: Simulator, capsys: pytest.CaptureFixture
 async def test_waiting_by_polling_says_so(
     sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without a receiver the next stage may be 10-30 s away: one line says why, and how
+    """Without a receiver the next stage may be up to 30 s away: one line says why, and how
     to get the stages sooner, instead of a silent wait."""
     task_id = await submit_dead_callback(sim)
     run = await run_main(capsys, "wait", task_id, "--poll-interval", "0.5", *api(sim))

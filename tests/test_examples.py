@@ -32,7 +32,7 @@ async def run_example(
 ) -> str:
     environ = {
         **os.environ,
-        **CHILD_TESTING,  # the 10-30 s poll interval of polling_only.py becomes 0.1-0.3 s
+        **CHILD_TESTING,  # polling_only.py's polls (up to 30 s apart) come 100 times as often
         "ADDVOCALS_BASE_URL": sim.base_url,
         "ADDVOCALS_API_KEY": sim.api_key,
         "ADDVOCALS_RECEIVER_SECRET": "example-secret-0123456789abcdef",
@@ -137,3 +137,30 @@ async def test_from_local_file(provider: str) -> None:
         assert task.input_size > 10_000
         assert all(track.id in out for track in task.tracks)
         assert len(sim.uploads) == (0 if provider == "apibox" else 1)
+
+
+async def test_user_code_example_runs_outside_auto_mode() -> None:
+    """examples/test_user_code.py copied into a project of one's own runs with a plain
+    `pytest`: pytest-asyncio's default (strict) mode, no settings of this project."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_mode=strict",
+        str(EXAMPLES / "test_user_code.py"),
+        env={**os.environ, **CHILD_TESTING},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, output.decode()
+    assert "3 passed" in output.decode()

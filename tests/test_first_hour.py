@@ -347,7 +347,7 @@ async def test_the_ticker_speaks_the_permanent_lines_words_and_says_when_it_poll
         assert "polling the API" in line
     async with (
         CallbackReceiver(secret=SECRET) as receiver,
-        client_for(sim, receiver, poll=PollPolicy()) as client,  # grace: 60 s x 0.01
+        client_for(sim, receiver, poll=PollPolicy()) as client,  # stage times x 0.01
     ):
         task = await client.add_vocals(**REQUEST)
         line = ticker_line(task, "  0.0s")

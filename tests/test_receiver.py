@@ -54,6 +54,11 @@ from addvocals_async.testing import SimTask, Simulator
 # period before polling (0.5 s in PollPolicy.fast) is what lets them.
 pytestmark = pytest.mark.real_timing
 
+# When the simulator at speed 1000 reaches text, first and complete (the API's 30, 100
+# and 180 s): under real timings a PollPolicy's default stage times would put the first
+# poll for a lost callback 45 s after the submit, past these tests' deadlines.
+SIM_STAGE_TIMES = (0.03, 0.1, 0.18)
+
 # The receiver's tests also send the optional fields a person most often sets.
 FULL_REQUEST: dict[str, Any] = {**REQUEST, "vocal_gender": "f", "style_weight": 0.61}
 
@@ -738,7 +743,16 @@ async def test_a_thousand_concurrent_tasks_with_mixed_faults() -> None:
     started = time.monotonic()
     # Under this burst one event loop runs the simulator, the receiver and the client:
     # give callbacks time to be answered, and callbacks a grace period before polling.
-    poll = PollPolicy(grace=3.0, initial=0.2, maximum=0.5, min_interval=0.1, default_timeout=30)
+    # The stage times are the simulator's at speed 1000, so that a lost `complete` is
+    # polled once that grace has passed, not at the wait's deadline.
+    poll = PollPolicy(
+        stage_times=SIM_STAGE_TIMES,
+        grace=3.0,
+        initial=0.2,
+        maximum=0.5,
+        min_interval=0.1,
+        default_timeout=30,
+    )
     async with live(
         poll=poll,
         seed=7,
@@ -796,7 +810,9 @@ async def test_a_thousand_concurrent_tasks_with_mixed_faults() -> None:
         assert stats.accepted + stats.ignored == len(deliveries)
         assert (stats.orphaned, stats.rejected, stats.hook_errors) == (0, 0, 0)
         assert backend_size(env.receiver) == 0
-    assert time.monotonic() - started < 25
+    # About 5 s alone; a lost `complete` found only by the last-chance poll at the
+    # wait's deadline (20 s) would take past 20.
+    assert time.monotonic() - started < 15
 
 
 async def test_a_callback_in_flight_when_the_receiver_closes_still_lands() -> None:
@@ -875,11 +891,17 @@ async def test_callbacks_that_never_come_are_said_once_per_task(
 ) -> None:
     """A wrong public_url looks exactly like a slow API: one WARNING per task says so
     when not one callback came within the grace period, and the task goes on polling."""
-    async with live(poll=PollPolicy(grace=0.2, initial=0.05, maximum=0.1)) as env:
+    policy = PollPolicy(
+        stage_times=SIM_STAGE_TIMES, grace=0.2, initial=0.05, maximum=0.1, min_interval=0.05
+    )
+    async with live(poll=policy) as env:
         env.sim.script("lost_all")
         task = await submit(env.client)
+        started = time.monotonic()
         with caplog.at_level(logging.DEBUG, logger="addvocals_async"):
             results = await asyncio.gather(*(task.complete(timeout=5) for _ in range(3)))
+        # Found by the poll once text was late (0.23 s), not the last chance at 5 s.
+        assert time.monotonic() - started < 2.5
     assert all(r.source == POLL for r in results)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     quiet = [m for m in warnings if "no callback for task" in m]

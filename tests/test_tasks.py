@@ -270,6 +270,28 @@ def details_times(sim: Simulator, task_id: str) -> list[float]:
     return [r.at for r in sim.requests if r.path == path and r.query.get("taskId") == task_id]
 
 
+@pytest.mark.real_timing
+async def test_next_poll_in_is_that_of_the_waiter_for_the_nearest_stage() -> None:
+    """The progress line's "next poll in N s" is when a waiter really polls. Polled (no
+    receiver), just submitted: a wait for the next stage, as ``events()`` and the command
+    line follow a task, polls when text nears (4 + 0.3 x 27 s = 12.1 s, +-10 %), a wait
+    for ``complete`` 30 s in; the display used to say 30 s for both."""
+    state = TaskState(TASK, APIBOX)
+    task = VocalTask(state, NoPolling(), PollPolicy())
+    assert task.next_poll_in == pytest.approx(30.0, rel=0.11)  # nobody waits yet
+    completing = asyncio.ensure_future(task.complete(timeout=60))
+    await asyncio.sleep(0)
+    assert task.next_poll_in == pytest.approx(30.0, rel=0.11)
+    following = asyncio.ensure_future(anext(task.events(timeout=60)))
+    await asyncio.sleep(0)
+    assert task.next_poll_in == pytest.approx(12.1, rel=0.11)
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
+    assert task.next_poll_in == pytest.approx(30.0, rel=0.11)
+    completing.cancel()
+    await asyncio.gather(completing, return_exceptions=True)
+
+
 # ------------------------------------------------------------------------------ deadlines
 
 
@@ -451,7 +473,7 @@ async def test_restarted_receiver_with_the_same_secret_gets_the_callbacks() -> N
 @pytest.mark.real_timing
 async def test_a_callback_naming_a_reattached_task_polls_before_the_poll_interval() -> None:
     """The README promises a re-attached task "polls again the moment a callback names it":
-    a callback must not wait out the polling interval (10-30 s by default), only the
+    a callback must not wait out the polling interval (up to 30 s by default), only the
     per-task floor (``min_interval``)."""
     async with Simulator(speed=1000, seed=0, stage_times=LATE_COMPLETE) as sim:
         async with (

@@ -3,7 +3,7 @@
 The fixture yields a running ``Simulator`` at speed 1000 with seed 0, so a full task takes
 about 0.2 s and ids repeat from run to run. "1000× faster" holds for the SDK's side too:
 while the fixture is active the testing switch is on with ``time_scale=1/speed`` (retries
-never wait, the 60 s grace period and the 10 s throttle window shrink alike), and the
+never wait, the poll timings and the 10 s throttle window shrink alike), and the
 simulator's rate-limit windows are scaled by its speed (``scale_rate_limits=True``), so
 30 concurrent jobs take a fraction of a second, not the 18 s of real rate windows.
 Configure it per test or per module::
