@@ -215,18 +215,28 @@ class ConnectionGuard:
         else:
             self._move(connection, _Phase.SERVED, now)
 
-    def request_started(self, transport: asyncio.Transport | None) -> None:
-        """A request's headers were read: its body must follow within the deadline (set
-        when its first bytes arrived)."""
+    def request_started(self, transport: asyncio.Transport | None, remaining: int = -1) -> None:
+        """A request's headers were read and its handler reads the body: ``remaining``
+        bytes of it are still to come, as aiohttp's parser counts them (-1: chunked, its
+        end unknown here), within the deadline (set when its first bytes arrived).
+
+        aiohttp's count, not the guard's: the guard's quick look at the bytes may read
+        another length than the parser does (``Content-Length: 0000000000005``, a second
+        request in the same packet as the first). A connection the guard took for served
+        while the handler still waits for its body would never be cut nor evicted."""
         connection = self._open.get(transport) if transport is not None else None
-        if connection is not None and connection.phase in (
-            _Phase.NEW,
-            _Phase.HEADERS,
-            _Phase.IDLE,
-        ):
-            if connection.phase is _Phase.IDLE:
-                connection.deadline = time.monotonic() + self.receive_timeout
-            self._move(connection, _Phase.BODY, time.monotonic())
+        if connection is None:
+            return
+        now = time.monotonic()
+        if remaining == 0:
+            if connection.phase is not _Phase.SERVED:
+                self._move(connection, _Phase.SERVED, now)
+            return
+        if connection.phase is _Phase.IDLE:
+            connection.deadline = now + self.receive_timeout
+        connection.remaining = remaining
+        if connection.phase is not _Phase.BODY:
+            self._move(connection, _Phase.BODY, now)
 
     def request_received(self, transport: asyncio.Transport | None) -> None:
         """The whole request arrived: no deadline, and spared from eviction, while it is

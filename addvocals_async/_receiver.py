@@ -534,7 +534,15 @@ class CallbackReceiver:
                 response = self._too_large()
             else:
                 if guard is not None:
-                    guard.request_started(transport)
+                    content = request.content  # what aiohttp's parser has of the body
+                    guard.request_started(
+                        transport,
+                        0
+                        if content.is_eof()
+                        else -1
+                        if length is None
+                        else max(0, length - content.total_bytes),
+                    )
                 if length is not None:
                     body = await request.read()
                 else:  # chunked: count as it arrives

@@ -5,6 +5,7 @@ vanish mid-body. Genuine callbacks must still be answered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -390,3 +391,35 @@ def test_the_doorman_works_on_uvloop_too() -> None:
             return int(status.split()[1]), state.stage, handlers
 
     assert uvloop.run(scenario()) == (200, Stage.TEXT, 1)
+
+
+# --------------------------------------------------------------- desync (attack review)
+
+
+@pytest.mark.parametrize("how", ["zero-padded length", "second request in the same packet"])
+async def test_a_trickling_body_the_guard_miscounts_is_still_cut(how: str) -> None:
+    """The guard's quick look at the bytes and aiohttp's parser may read a request's
+    length differently. A body that aiohttp still waits for must stay cut at the receive
+    deadline: taken for served, it was never cut nor evicted (a slow-body flood with one
+    genuine old URL held every connection for as long as the attacker liked)."""
+    async with CallbackReceiver(secret=SECRET, receive_timeout=0.3) as receiver:
+        _, url = await registered(receiver, TASK)
+        path = yarl.URL(url).path
+        body = callback_bytes(TASK, "text")
+        head = f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: "
+        if how == "zero-padded length":  # 13 digits: more than the guard reads
+            packet = f"{head}{len(body):013d}\r\n\r\n".encode()
+        else:
+            packet = f"{head}{len(body)}\r\n\r\n".encode()
+            packet += body + packet  # the second request's headers come with the first
+        reader, writer = await connect(receiver)
+        writer.write(packet + body[:5])
+        await writer.drain()
+        for _ in range(10):  # a byte every 0.1 s: the connection is never idle for long
+            await asyncio.sleep(0.1)
+            if writer.is_closing() or reader.at_eof():
+                break
+            with contextlib.suppress(ConnectionError):
+                writer.write(b" ")
+        assert await closed_by_server(reader, 1.0)
+        writer.close()
