@@ -423,3 +423,27 @@ async def test_a_trickling_body_the_guard_miscounts_is_still_cut(how: str) -> No
                 writer.write(b" ")
         assert await closed_by_server(reader, 1.0)
         writer.close()
+
+
+@pytest.mark.parametrize("refused", ["body too long", "forged token"])
+async def test_a_sender_waiting_for_100_continue_is_refused_at_once(refused: str) -> None:
+    """``Expect: 100-continue`` asks before sending a body: a request the receiver will
+    refuse gets its final answer, not "100 Continue" (which had the sender send the whole
+    over-long body, only to be refused)."""
+    # A refused body is not read: aiohttp lingers for it, up to shutdown_timeout.
+    async with CallbackReceiver(
+        secret=SECRET, max_body_size=1000, shutdown_timeout=0.2
+    ) as receiver:
+        _, url = await registered(receiver, TASK)
+        path = yarl.URL(url).path
+        length = 5000 if refused == "body too long" else 500
+        if refused == "forged token":
+            path = path[:-4] + "AAAA"
+        reader, writer = await connect(receiver)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
+        )
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.split()[1] == (b"413" if refused == "body too long" else b"403"), status
+        writer.close()
