@@ -78,6 +78,12 @@ _MAX_HEAD = 16 * 1024  # aiohttp refuses longer headers anyway
 _EXPECT = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECASE)
 _LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r\n", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE)
+# What the doorman cannot read as a request's head, for aiohttp's parser to refuse at once
+# (400) rather than the doorman waiting for a header end that never comes: a line not ended
+# by CRLF, a first line that is no request line (TLS, garbage), a second Content-Length.
+_BARE_CR_OR_LF = re.compile(rb"(?<!\r)\n|\r[^\n]")
+_REQUEST_LINE = re.compile(rb"[A-Z]+ [!-~]+ HTTP/[0-9]\.[0-9]\r\n")
+_LENGTH_HEADER = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
 
 
 def default_max_connections() -> int:
@@ -373,6 +379,7 @@ class _Doorman(asyncio.Protocol):
             return
         self.server.guard.data_arrived(connection, data)
         buffer = self.buffer
+        start = len(buffer)
         buffer += data
         phase = connection.phase
         if phase is _Phase.SERVED:
@@ -384,8 +391,22 @@ class _Doorman(asyncio.Protocol):
                 self.in_body = True
                 if _EXPECT.search(buffer) is not None:
                     self.hand_over()  # the sender waits for "100 Continue" before its body
-        elif len(buffer) > _MAX_HEAD:
+                elif len(_LENGTH_HEADER.findall(buffer)) > 1:
+                    self.hand_over()  # two lengths: aiohttp refuses the request
+        elif len(buffer) > _MAX_HEAD or not self._could_be_a_head(start):
             self.hand_over()  # no request's headers: aiohttp's parser answers 400
+
+    def _could_be_a_head(self, start: int) -> bool:
+        """Whether the bytes so far (new from ``start``) may still begin a request: an
+        upper-case method first, a request line, every line ended by CRLF."""
+        buffer = self.buffer
+        if not 65 <= buffer[0] <= 90:  # A-Z: TLS's first byte is 0x16
+            return False
+        if _BARE_CR_OR_LF.search(buffer, max(0, start - 1)) is not None:
+            return False
+        if buffer.find(b"\r\n") >= max(0, start - 1):  # the request line just ended
+            return _REQUEST_LINE.match(buffer) is not None
+        return True
 
     def hand_over(self) -> None:
         """aiohttp's protocol takes the connection, with the bytes that came so far."""

@@ -447,3 +447,27 @@ async def test_a_sender_waiting_for_100_continue_is_refused_at_once(refused: str
         status = await asyncio.wait_for(reader.readline(), 5)
         assert status.split()[1] == (b"413" if refused == "body too long" else b"403"), status
         writer.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",  # TLS to a plain-HTTP port
+        b"HELLO WORLD\r\n",
+        b"POST /addvocals/cb/x HTTP/1.1\nHost: h\nContent-Length: 2\n\n{}",  # LF only
+        b"POST /addvocals/cb/x HTTP/1.1\rHost: h\r",  # CR only
+        b"POST /addvocals/cb/x HTTP/1.1\r\nHost: h\r\nContent-Length: 90\r\n"
+        b"Content-Length: 2\r\n\r\n{}",
+    ],
+    ids=["tls", "garbage", "lf-only", "cr-only", "two-lengths"],
+)
+async def test_what_is_no_request_is_answered_400_at_once(head: bytes) -> None:
+    """Without the doorman, aiohttp's parser answers these 400 at once; the doorman must
+    not hold them until the receive deadline waiting for a header end (or a body) that
+    never comes (a sender speaking TLS to the port waited 10 s for nothing)."""
+    async with CallbackReceiver(secret=SECRET, receive_timeout=5.0) as receiver:
+        reader, writer = await connect(receiver)
+        writer.write(head)
+        status = await asyncio.wait_for(reader.readline(), 2.0)
+        assert status.split()[1:2] == [b"400"], status
+        writer.close()
