@@ -453,6 +453,9 @@ class GuardedServer(web.Server):
         self.hold = hold
         self.on_abandoned = on_abandoned
         self.event_loop = loop or asyncio.get_running_loop()
+        # When the whole shutdown must be over (the loop's clock), set by the receiver:
+        # aiohttp's own wait for its handlers gets only what is left of it.
+        self.shutdown_deadline: float | None = None
         # What aiohttp gives each connection's protocol (keep-alive, logger, …).
         self.handler_options = {
             key: value
@@ -494,6 +497,10 @@ class GuardedServer(web.Server):
 
     async def shutdown(self, timeout: float | None = None) -> None:
         self.release_arriving()
+        if self.shutdown_deadline is not None:
+            left = self.shutdown_deadline - self.event_loop.time()
+            # Not 0: aiohttp takes a timeout of 0 for none at all.
+            timeout = max(0.001, left if timeout is None else min(timeout, left))
         await super().shutdown(timeout)
 
 

@@ -410,6 +410,11 @@ class CallbackReceiver:
 
             server = runner.server
             if isinstance(server, GuardedServer):
+                # One shutdown_timeout for the whole: the wait for callbacks in flight
+                # below, then aiohttp's for its handlers (it took each in turn, twice).
+                server.shutdown_deadline = (
+                    asyncio.get_running_loop().time() + self._shutdown_timeout
+                )
                 arriving = server.release_arriving()
                 for _ in range(20):  # a few loop turns: their handlers start, in flight
                     if self._in_flight >= arriving:

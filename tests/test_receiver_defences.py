@@ -471,3 +471,23 @@ async def test_what_is_no_request_is_answered_400_at_once(head: bytes) -> None:
         status = await asyncio.wait_for(reader.readline(), 2.0)
         assert status.split()[1:2] == [b"400"], status
         writer.close()
+
+
+async def test_aclose_takes_one_shutdown_timeout_when_bodies_outlast_it() -> None:
+    """The default receive deadline (10 s) is longer than the default shutdown_timeout
+    (5 s): a body still trickling at shutdown kept ``aclose()`` for the wait for
+    callbacks in flight, then as long again for aiohttp's wait for its handlers."""
+    receiver = CallbackReceiver(secret=SECRET, receive_timeout=30.0, shutdown_timeout=0.4)
+    await receiver.start()
+    _, url = await registered(receiver, TASK)
+    reader, writer = await connect(receiver)
+    writer.write(
+        f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n{{".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)  # its handler is reading the body
+    started = asyncio.get_running_loop().time()
+    await receiver.aclose()
+    assert asyncio.get_running_loop().time() - started < 0.4 + 0.2
+    assert await closed_by_server(reader, 1.0)
+    writer.close()
