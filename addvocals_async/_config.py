@@ -175,15 +175,52 @@ _WIDENING_LATE = 0.5
 _LATE_FRACTION = 0.25
 
 
+def _as_number(value: Any) -> Any:
+    """A number of any kind (``numpy.float64``, ``Decimal``…) as a float; anything else,
+    text and booleans included, as it came, for the validator to refuse."""
+    if isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return value
+
+
 def _as_tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_number(v) for v in value)
+    return value
+
+
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, float) and 0 <= value < float("inf")
+
+
+def _seconds(*, positive: bool) -> Any:
+    """A validator: a finite number of seconds, ``>= 0`` (``> 0`` when ``positive``).
+    NaN, infinities, negatives and text are refused at construction: in a deadline or
+    an interval they meant a wait that never ends, or a poll loop that never sleeps."""
+
+    def check(_: object, attribute: Any, value: object) -> None:
+        if not _is_seconds(value) or (positive and not value):
+            bound = "> 0" if positive else ">= 0"
+            raise ValueError(
+                f"{attribute.name} must be a finite number of seconds {bound}, got {value!r}"
+            )
+
+    return check
+
+
+def _check_count(_: object, attribute: Any, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be a whole number >= 1, got {value!r}")
 
 
 def _check_stage_times(_: object, __: object, value: tuple[float, float, float]) -> None:
     if (
         not isinstance(value, tuple)
         or len(value) != 3
-        or not all(isinstance(v, (int, float)) and 0 <= v < float("inf") for v in value)
+        or not all(_is_seconds(v) for v in value)
         or not value[0] <= value[1] <= value[2]
     ):
         raise ValueError(
@@ -225,13 +262,25 @@ class PollPolicy:
         converter=_as_tuple,
         validator=_check_stage_times,
     )
-    grace: float = 15.0
-    initial: float = 4.0
-    maximum: float = 30.0
-    min_interval: float = 1.0
-    default_timeout: float = 1200.0
-    final_poll_timeout: float = 10.0
-    unreachable_after: int = 3
+    grace: float = attr.field(
+        default=15.0, converter=_as_number, validator=_seconds(positive=False)
+    )
+    initial: float = attr.field(
+        default=4.0, converter=_as_number, validator=_seconds(positive=False)
+    )
+    maximum: float = attr.field(
+        default=30.0, converter=_as_number, validator=_seconds(positive=False)
+    )
+    min_interval: float = attr.field(
+        default=1.0, converter=_as_number, validator=_seconds(positive=True)
+    )
+    default_timeout: float = attr.field(
+        default=1200.0, converter=_as_number, validator=_seconds(positive=False)
+    )
+    final_poll_timeout: float = attr.field(
+        default=10.0, converter=_as_number, validator=_seconds(positive=True)
+    )
+    unreachable_after: int = attr.field(default=3, validator=_check_count)
     give_up_unreachable: bool = False
 
     @classmethod

@@ -78,6 +78,12 @@ _MAX_HEAD = 16 * 1024  # aiohttp refuses longer headers anyway
 _EXPECT = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECASE)
 _LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r\n", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE)
+# What the doorman cannot read as a request's head, for aiohttp's parser to refuse at once
+# (400) rather than the doorman waiting for a header end that never comes: a line not ended
+# by CRLF, a first line that is no request line (TLS, garbage), a second Content-Length.
+_BARE_CR_OR_LF = re.compile(rb"(?<!\r)\n|\r[^\n]")
+_REQUEST_LINE = re.compile(rb"[A-Z]+ [!-~]+ HTTP/[0-9]\.[0-9]\r\n")
+_LENGTH_HEADER = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
 
 
 def default_max_connections() -> int:
@@ -215,18 +221,28 @@ class ConnectionGuard:
         else:
             self._move(connection, _Phase.SERVED, now)
 
-    def request_started(self, transport: asyncio.Transport | None) -> None:
-        """A request's headers were read: its body must follow within the deadline (set
-        when its first bytes arrived)."""
+    def request_started(self, transport: asyncio.Transport | None, remaining: int = -1) -> None:
+        """A request's headers were read and its handler reads the body: ``remaining``
+        bytes of it are still to come, as aiohttp's parser counts them (-1: chunked, its
+        end unknown here), within the deadline (set when its first bytes arrived).
+
+        aiohttp's count, not the guard's: the guard's quick look at the bytes may read
+        another length than the parser does (``Content-Length: 0000000000005``, a second
+        request in the same packet as the first). A connection the guard took for served
+        while the handler still waits for its body would never be cut nor evicted."""
         connection = self._open.get(transport) if transport is not None else None
-        if connection is not None and connection.phase in (
-            _Phase.NEW,
-            _Phase.HEADERS,
-            _Phase.IDLE,
-        ):
-            if connection.phase is _Phase.IDLE:
-                connection.deadline = time.monotonic() + self.receive_timeout
-            self._move(connection, _Phase.BODY, time.monotonic())
+        if connection is None:
+            return
+        now = time.monotonic()
+        if remaining == 0:
+            if connection.phase is not _Phase.SERVED:
+                self._move(connection, _Phase.SERVED, now)
+            return
+        if connection.phase is _Phase.IDLE:
+            connection.deadline = now + self.receive_timeout
+        connection.remaining = remaining
+        if connection.phase is not _Phase.BODY:
+            self._move(connection, _Phase.BODY, now)
 
     def request_received(self, transport: asyncio.Transport | None) -> None:
         """The whole request arrived: no deadline, and spared from eviction, while it is
@@ -363,6 +379,7 @@ class _Doorman(asyncio.Protocol):
             return
         self.server.guard.data_arrived(connection, data)
         buffer = self.buffer
+        start = len(buffer)
         buffer += data
         phase = connection.phase
         if phase is _Phase.SERVED:
@@ -374,8 +391,22 @@ class _Doorman(asyncio.Protocol):
                 self.in_body = True
                 if _EXPECT.search(buffer) is not None:
                     self.hand_over()  # the sender waits for "100 Continue" before its body
-        elif len(buffer) > _MAX_HEAD:
+                elif len(_LENGTH_HEADER.findall(buffer)) > 1:
+                    self.hand_over()  # two lengths: aiohttp refuses the request
+        elif len(buffer) > _MAX_HEAD or not self._could_be_a_head(start):
             self.hand_over()  # no request's headers: aiohttp's parser answers 400
+
+    def _could_be_a_head(self, start: int) -> bool:
+        """Whether the bytes so far (new from ``start``) may still begin a request: an
+        upper-case method first, a request line, every line ended by CRLF."""
+        buffer = self.buffer
+        if not 65 <= buffer[0] <= 90:  # A-Z: TLS's first byte is 0x16
+            return False
+        if _BARE_CR_OR_LF.search(buffer, max(0, start - 1)) is not None:
+            return False
+        if buffer.find(b"\r\n") >= max(0, start - 1):  # the request line just ended
+            return _REQUEST_LINE.match(buffer) is not None
+        return True
 
     def hand_over(self) -> None:
         """aiohttp's protocol takes the connection, with the bytes that came so far."""
@@ -422,6 +453,9 @@ class GuardedServer(web.Server):
         self.hold = hold
         self.on_abandoned = on_abandoned
         self.event_loop = loop or asyncio.get_running_loop()
+        # When the whole shutdown must be over (the loop's clock), set by the receiver:
+        # aiohttp's own wait for its handlers gets only what is left of it.
+        self.shutdown_deadline: float | None = None
         # What aiohttp gives each connection's protocol (keep-alive, logger, …).
         self.handler_options = {
             key: value
@@ -463,6 +497,10 @@ class GuardedServer(web.Server):
 
     async def shutdown(self, timeout: float | None = None) -> None:
         self.release_arriving()
+        if self.shutdown_deadline is not None:
+            left = self.shutdown_deadline - self.event_loop.time()
+            # Not 0: aiohttp takes a timeout of 0 for none at all.
+            timeout = max(0.001, left if timeout is None else min(timeout, left))
         await super().shutdown(timeout)
 
 

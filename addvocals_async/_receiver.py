@@ -220,6 +220,12 @@ _PROBE_RECEIVED = ReceiverResponse(200, {"status": "probe received"})
 _NOT_FOUND = _reject(404, "not a callback path")
 
 
+def _continue_expected(request: web.BaseRequest) -> bool:
+    """The sender waits for "100 Continue" before sending the body (rare)."""
+    expect = request.headers.get("Expect")
+    return expect is not None and expect.lower() == "100-continue" and request.version >= (1, 1)
+
+
 class CallbackReceiver:
     """Receives the API's callbacks and resolves the matching tasks' waits.
 
@@ -404,6 +410,11 @@ class CallbackReceiver:
 
             server = runner.server
             if isinstance(server, GuardedServer):
+                # One shutdown_timeout for the whole: the wait for callbacks in flight
+                # below, then aiohttp's for its handlers (it took each in turn, twice).
+                server.shutdown_deadline = (
+                    asyncio.get_running_loop().time() + self._shutdown_timeout
+                )
                 arriving = server.release_arriving()
                 for _ in range(20):  # a few loop turns: their handlers start, in flight
                     if self._in_flight >= arriving:
@@ -503,11 +514,7 @@ class CallbackReceiver:
         token = path[len(prefix) :]
         if request.method != "POST" or not path.startswith(prefix) or "/" in token:
             return self._json_response(_NOT_FOUND)
-        if "Expect" in request.headers:  # rare: no router here to answer it for us
-            expect = request.headers["Expect"].lower()
-            if expect == "100-continue" and request.version >= (1, 1):
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return await self._serve(request, token)
+        return await self._serve(request, token, expect=True)
 
     async def _mounted_handler(self, request: web.Request) -> web.StreamResponse:
         """``POST {path}/cb/{token}`` in an application it is mounted in."""
@@ -518,8 +525,13 @@ class CallbackReceiver:
             text=response.json(), status=response.status, content_type="application/json"
         )
 
-    async def _serve(self, request: web.BaseRequest, token: str) -> web.StreamResponse:
-        """A callback request's token checked, body read, checked and published."""
+    async def _serve(
+        self, request: web.BaseRequest, token: str, *, expect: bool = False
+    ) -> web.StreamResponse:
+        """A callback request's token checked, body read, checked and published.
+        ``expect``: answer ``Expect: 100-continue`` here (the embedded server has no
+        router to do it), once the token and length are accepted: a request refused
+        (403, 413) is answered at once, and its sender never sends the body."""
         self._in_flight += 1  # counted so that aclose() lets it finish
         guard = self._guard
         transport = request.transport
@@ -533,8 +545,18 @@ class CallbackReceiver:
             elif length is not None and length > self.max_body_size:
                 response = self._too_large()
             else:
+                if expect and _continue_expected(request):
+                    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 if guard is not None:
-                    guard.request_started(transport)
+                    content = request.content  # what aiohttp's parser has of the body
+                    guard.request_started(
+                        transport,
+                        0
+                        if content.is_eof()
+                        else -1
+                        if length is None
+                        else max(0, length - content.total_bytes),
+                    )
                 if length is not None:
                     body = await request.read()
                 else:  # chunked: count as it arrives

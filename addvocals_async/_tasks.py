@@ -277,6 +277,7 @@ class TaskState:
         "failure",
         "last_activity",
         "moved_at",
+        "polled_at",
         "profile",
         "ref",
         "stage",
@@ -305,6 +306,9 @@ class TaskState:
         self.failure: TaskFailedError | None = None
         self.last_activity = _activity_clock()  # any callback or poll answer naming it
         self.moved_at: float | None = None  # when the last accepted event moved it
+        # When a poll of this task last started or ended, by any of its handles: they
+        # share the per-task floor (kie allows 3 requests a second per task).
+        self.polled_at: float | None = None
         # None, the one waiter's future (the stage rank it waits for in ``_wants``), or
         # {future: rank} when there are more.
         self._waiters: asyncio.Future[Any] | dict[asyncio.Future[Any], int] | None = None
@@ -1021,10 +1025,18 @@ class VocalTask:
             return
         if self._poll_lock is None:
             self._poll_lock = asyncio.Lock()
+        state = self._state
         async with self._poll_lock:
             now = time.monotonic()
             if self._last_poll is not None and now - self._last_poll < self._policy.poll_floor:
                 return  # a poll just happened, perhaps another waiter's: it was applied
+            shared = state.polled_at
+            if shared is not None and now - shared < self._policy.poll_floor:
+                # Another handle of the task (``client.task(id)`` again) polled, or is
+                # polling: its answer is applied to the state they share.
+                self._last_poll = shared
+                return
+            state.polled_at = now
             log.debug("polling task %a", self.task_id)
             try:
                 # One attempt: a failed poll is retried by the poll schedule itself, not
@@ -1044,7 +1056,7 @@ class VocalTask:
             else:
                 self._connection_failures = 0
             finally:
-                self._last_poll = time.monotonic()
+                self._last_poll = state.polled_at = time.monotonic()
 
     def _unreachable(self, exc: APIConnectionError) -> None:
         """A poll that did not reach the API. One is transient; ``unreachable_after`` in a

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -156,3 +158,44 @@ def test_addvocals_provider_picks_the_provider(monkeypatch: pytest.MonkeyPatch) 
     assert AddVocalsClient("k", provider="sunoapi").profile.name == "sunoapi"
     monkeypatch.delenv("ADDVOCALS_PROVIDER")
     assert AddVocalsClient("k").profile.name == "apibox"
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["grace", "initial", "maximum", "min_interval", "default_timeout", "final_poll_timeout"],
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, "5", None])
+def test_poll_timings_that_are_no_finite_seconds_are_refused(field: str, value: Any) -> None:
+    """NaN in an interval made the waiting loop poll without ever sleeping (100 % CPU for
+    the whole wait); a negative or zero floor with no interval, thousands of requests a
+    second against a per-task limit of 3; infinity, a wait no deadline ends."""
+    with pytest.raises(ValueError, match=field):
+        PollPolicy(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["min_interval", "final_poll_timeout"])
+def test_a_zero_poll_floor_or_last_chance_is_refused(field: str) -> None:
+    zero: dict[str, Any] = {field: 0}
+    with pytest.raises(ValueError, match=field):
+        PollPolicy(**zero)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "3"])
+def test_unreachable_after_is_a_count(value: Any) -> None:
+    with pytest.raises(ValueError, match="unreachable_after"):
+        PollPolicy(unreachable_after=value)
+
+
+def test_numbers_of_any_kind_are_seconds() -> None:
+    """``Decimal``, ``Fraction`` (or numpy's scalars) are taken as the numbers they are;
+    booleans and text are not numbers of seconds."""
+    policy = PollPolicy(
+        stage_times=(Fraction(30), Decimal("100"), 180),
+        grace=Decimal("2.5"),
+        initial=Fraction(1, 2),
+    )
+    assert policy.stage_times == (30.0, 100.0, 180.0)
+    assert (policy.grace, policy.initial) == (2.5, 0.5)
+    assert all(type(v) is float for v in policy.stage_times)
+    with pytest.raises(ValueError, match="stage_times"):
+        PollPolicy(stage_times=(True, True, True))

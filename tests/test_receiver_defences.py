@@ -5,6 +5,7 @@ vanish mid-body. Genuine callbacks must still be answered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -321,7 +322,9 @@ async def test_a_sender_waiting_for_100_continue_gets_it() -> None:
 
 
 async def test_a_body_longer_than_the_limit_is_refused_before_it_arrives() -> None:
-    async with CallbackReceiver(secret=SECRET, max_body_size=1000) as receiver:
+    async with CallbackReceiver(
+        secret=SECRET, max_body_size=1000, shutdown_timeout=0.2
+    ) as receiver:
         _, url = await registered(receiver, TASK)
         reader, writer = await connect(receiver)
         writer.write(
@@ -390,3 +393,103 @@ def test_the_doorman_works_on_uvloop_too() -> None:
             return int(status.split()[1]), state.stage, handlers
 
     assert uvloop.run(scenario()) == (200, Stage.TEXT, 1)
+
+
+# --------------------------------------------------------------- desync (attack review)
+
+
+@pytest.mark.parametrize("how", ["zero-padded length", "second request in the same packet"])
+async def test_a_trickling_body_the_guard_miscounts_is_still_cut(how: str) -> None:
+    """The guard's quick look at the bytes and aiohttp's parser may read a request's
+    length differently. A body that aiohttp still waits for must stay cut at the receive
+    deadline: taken for served, it was never cut nor evicted (a slow-body flood with one
+    genuine old URL held every connection for as long as the attacker liked)."""
+    async with CallbackReceiver(secret=SECRET, receive_timeout=0.3) as receiver:
+        _, url = await registered(receiver, TASK)
+        path = yarl.URL(url).path
+        body = callback_bytes(TASK, "text")
+        head = f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: "
+        if how == "zero-padded length":  # 13 digits: more than the guard reads
+            packet = f"{head}{len(body):013d}\r\n\r\n".encode()
+        else:
+            packet = f"{head}{len(body)}\r\n\r\n".encode()
+            packet += body + packet  # the second request's headers come with the first
+        reader, writer = await connect(receiver)
+        writer.write(packet + body[:5])
+        await writer.drain()
+        for _ in range(10):  # a byte every 0.1 s: the connection is never idle for long
+            await asyncio.sleep(0.1)
+            if writer.is_closing() or reader.at_eof():
+                break
+            with contextlib.suppress(ConnectionError):
+                writer.write(b" ")
+        assert await closed_by_server(reader, 1.0)
+        writer.close()
+
+
+@pytest.mark.parametrize("refused", ["body too long", "forged token"])
+async def test_a_sender_waiting_for_100_continue_is_refused_at_once(refused: str) -> None:
+    """``Expect: 100-continue`` asks before sending a body: a request the receiver will
+    refuse gets its final answer, not "100 Continue" (which had the sender send the whole
+    over-long body, only to be refused)."""
+    # A refused body is not read: aiohttp lingers for it, up to shutdown_timeout.
+    async with CallbackReceiver(
+        secret=SECRET, max_body_size=1000, shutdown_timeout=0.2
+    ) as receiver:
+        _, url = await registered(receiver, TASK)
+        path = yarl.URL(url).path
+        length = 5000 if refused == "body too long" else 500
+        if refused == "forged token":
+            path = path[:-4] + "AAAA"
+        reader, writer = await connect(receiver)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
+        )
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.split()[1] == (b"413" if refused == "body too long" else b"403"), status
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",  # TLS to a plain-HTTP port
+        b"HELLO WORLD\r\n",
+        b"POST /addvocals/cb/x HTTP/1.1\nHost: h\nContent-Length: 2\n\n{}",  # LF only
+        b"POST /addvocals/cb/x HTTP/1.1\rHost: h\r",  # CR only
+        b"POST /addvocals/cb/x HTTP/1.1\r\nHost: h\r\nContent-Length: 90\r\n"
+        b"Content-Length: 2\r\n\r\n{}",
+    ],
+    ids=["tls", "garbage", "lf-only", "cr-only", "two-lengths"],
+)
+async def test_what_is_no_request_is_answered_400_at_once(head: bytes) -> None:
+    """Without the doorman, aiohttp's parser answers these 400 at once; the doorman must
+    not hold them until the receive deadline waiting for a header end (or a body) that
+    never comes (a sender speaking TLS to the port waited 10 s for nothing)."""
+    async with CallbackReceiver(secret=SECRET, receive_timeout=5.0) as receiver:
+        reader, writer = await connect(receiver)
+        writer.write(head)
+        status = await asyncio.wait_for(reader.readline(), 2.0)
+        assert status.split()[1:2] == [b"400"], status
+        writer.close()
+
+
+async def test_aclose_takes_one_shutdown_timeout_when_bodies_outlast_it() -> None:
+    """The default receive deadline (10 s) is longer than the default shutdown_timeout
+    (5 s): a body still trickling at shutdown kept ``aclose()`` for the wait for
+    callbacks in flight, then as long again for aiohttp's wait for its handlers."""
+    receiver = CallbackReceiver(secret=SECRET, receive_timeout=30.0, shutdown_timeout=0.4)
+    await receiver.start()
+    _, url = await registered(receiver, TASK)
+    reader, writer = await connect(receiver)
+    writer.write(
+        f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n{{".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)  # its handler is reading the body
+    started = asyncio.get_running_loop().time()
+    await receiver.aclose()
+    assert asyncio.get_running_loop().time() - started < 0.4 + 0.2
+    assert await closed_by_server(reader, 1.0)
+    writer.close()

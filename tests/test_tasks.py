@@ -292,6 +292,26 @@ async def test_next_poll_in_is_that_of_the_waiter_for_the_nearest_stage() -> Non
     await asyncio.gather(completing, return_exceptions=True)
 
 
+async def test_handles_of_one_task_share_its_poll_floor() -> None:
+    """With a receiver, ``client.task(id)`` gives a new handle on the task's one state each
+    time; each handle polled on its own, so ten handles awaited at once asked about one
+    task ten times as often as ``min_interval`` allows (kie allows 3 a second per task)."""
+    policy = PollPolicy(
+        stage_times=(0, 0, 0), grace=0.0, initial=0.0, maximum=0.0, min_interval=2.0
+    )  # polls due at once, 20 ms apart under the testing switch
+    floor = policy.poll_floor
+    async with live(poll=policy, stage_times=NEVER) as env:
+        task = await env.client.add_vocals(**REQUEST)
+        handles = [task] + [env.client.task(task.task_id) for _ in range(9)]
+        results = await asyncio.gather(
+            *(handle.complete(timeout=0.3) for handle in handles), return_exceptions=True
+        )
+        assert {type(r) for r in results} == {TaskTimeoutError}
+        polls = details_times(env.sim, task.task_id)
+        # One per floor, and the last-chance polls at the deadline (one per handle).
+        assert len(polls) <= 0.3 / floor + len(handles) + 1, len(polls)
+
+
 # ------------------------------------------------------------------------------ deadlines
 
 
