@@ -642,7 +642,12 @@ class _Wait(Coroutine[Any, Any, Any]):
             except BaseException:
                 self._busy = None
                 raise
-        raise exc
+        try:
+            raise exc
+        finally:
+            # Else this frame would hold the exception whose traceback holds this frame:
+            # a reference cycle per cancelled wait, left for the garbage collector.
+            del exc, typ, val, tb
 
     def __del__(self) -> None:
         # As a native coroutine does: a wait made and never awaited is a bug worth a word.

@@ -299,3 +299,29 @@ async def test_finished_waits_leave_nothing_for_the_garbage_collector() -> None:
         assert gc.collect() < 50  # one cycle per wait would leave 500 objects or more
     finally:
         gc.enable()
+
+
+async def test_cancelled_waits_leave_nothing_for_the_garbage_collector() -> None:
+    """A cancelled wait raises the cancellation from its own frame: that frame must not
+    keep the exception (whose traceback keeps the frame), or every cancelled wait is a
+    reference cycle only a full collection frees."""
+    source, policy = _Source(), PollPolicy(grace=3600.0, default_timeout=3600.0)
+
+    async def cancelled(n: int) -> None:
+        state = TaskState(TASK_ID, get_provider("apibox"), callbacks_expected=True)
+        task = VocalTask(state, source, policy)
+        running = [asyncio.create_task(task.complete()) for _ in range(n)]
+        await asyncio.sleep(0)
+        for wait in running:
+            wait.cancel()
+        results = await asyncio.gather(*running, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+
+    await cancelled(10)
+    gc.collect()
+    gc.disable()
+    try:
+        await cancelled(500)
+        assert gc.collect() < 50  # one cycle per wait would leave 500 objects or more
+    finally:
+        gc.enable()
