@@ -25,6 +25,21 @@ async def connect(receiver: CallbackReceiver) -> tuple[asyncio.StreamReader, asy
     return await asyncio.open_connection(url.host, url.port)
 
 
+async def trickling(
+    receiver: CallbackReceiver,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection sending a genuine callback's headers and the first byte of its
+    500-byte body, and nothing more, once its handler is reading the body."""
+    _, url = await registered(receiver, TASK)
+    reader, writer = await connect(receiver)
+    writer.write(
+        f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n{{".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)  # its handler is reading the body
+    return reader, writer
+
+
 async def closed_by_server(reader: asyncio.StreamReader, within: float = 5.0) -> bool:
     """True when the server closes the connection (EOF or reset) within ``within``."""
     try:
@@ -90,13 +105,7 @@ async def test_a_trickling_body_does_not_hold_up_aclose() -> None:
     ``shutdown_timeout``; the receive deadline ends them, and the shutdown with them."""
     receiver = CallbackReceiver(secret=SECRET, receive_timeout=0.4, shutdown_timeout=3.0)
     await receiver.start()
-    _, url = await registered(receiver, TASK)
-    _reader, writer = await connect(receiver)
-    writer.write(
-        f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n{{".encode()
-    )
-    await writer.drain()
-    await asyncio.sleep(0.1)  # its handler is reading the body
+    _reader, writer = await trickling(receiver)
     started = asyncio.get_running_loop().time()
     await receiver.aclose()
     assert asyncio.get_running_loop().time() - started < 1.5
@@ -481,13 +490,7 @@ async def test_aclose_takes_one_shutdown_timeout_when_bodies_outlast_it() -> Non
     callbacks in flight, then as long again for aiohttp's wait for its handlers."""
     receiver = CallbackReceiver(secret=SECRET, receive_timeout=30.0, shutdown_timeout=0.4)
     await receiver.start()
-    _, url = await registered(receiver, TASK)
-    reader, writer = await connect(receiver)
-    writer.write(
-        f"POST {yarl.URL(url).path} HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n{{".encode()
-    )
-    await writer.drain()
-    await asyncio.sleep(0.1)  # its handler is reading the body
+    reader, writer = await trickling(receiver)
     started = asyncio.get_running_loop().time()
     await receiver.aclose()
     assert asyncio.get_running_loop().time() - started < 0.4 + 0.2
