@@ -242,8 +242,7 @@ class PollPolicy:
     - ``initial`` / ``maximum``: the polling interval: ``initial`` while the awaited
       stage is within a tenth of its usual time of being due, widening by 0.3 s per
       second further before that and 0.5 s per second after it, up to ``maximum``; ±10 %
-      jitter. The API's
-      docs advise 10-30 s: that is the interval away from the due times.
+      jitter. The API's docs advise 10-30 s: that is the interval away from the due times.
     - ``min_interval``: never poll one task more often than this (kie allows 3/s/task).
     - ``default_timeout``: the deadline of a wait given no ``timeout`` (nothing waits forever).
     - ``final_poll_timeout``: the time the last-chance poll at a deadline may take.

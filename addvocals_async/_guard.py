@@ -468,11 +468,6 @@ class GuardedServer(web.Server):
         ``_Doorman`` until a whole request has arrived."""
         return _Doorman(self, self.guard.make_room())
 
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        if isinstance(handler, _GuardedHandler) and handler.guarded is None:
-            handler.guarded = self.guard.opened(transport)  # not through a doorman
-
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         transport = handler.transport
         if isinstance(transport, asyncio.Transport):

@@ -863,7 +863,7 @@ class VocalTask:
         details = await self._source.details(self.task_id, attempts=attempts)
         event = event_from_details(details)
         moved = event is not None and state.apply(event)
-        now = self._last_poll = time.monotonic()
+        now = self._last_poll = state.polled_at = time.monotonic()
         if first_look:
             # Submitted some time ago: at least as long ago as the stage reached takes.
             self._born = min(self._born, now - self._policy.due(state.stage.rank))
@@ -1033,12 +1033,10 @@ class VocalTask:
         state = self._state
         async with self._poll_lock:
             now = time.monotonic()
-            if self._last_poll is not None and now - self._last_poll < self._policy.poll_floor:
-                return  # a poll just happened, perhaps another waiter's: it was applied
             shared = state.polled_at
             if shared is not None and now - shared < self._policy.poll_floor:
-                # Another handle of the task (``client.task(id)`` again) polled, or is
-                # polling: its answer is applied to the state they share.
+                # A poll just happened, another waiter's or another handle's of the task
+                # (``client.task(id)`` again): its answer is applied to the shared state.
                 self._last_poll = shared
                 return
             state.polled_at = now
